@@ -1,0 +1,13 @@
+//! Wire types and pure logic shared by the `kache` client and `kache-service`.
+//!
+//! Architecture invariant: this crate does no I/O. It never opens a file, a
+//! socket or a process; callers hand it bytes and strings and get values back.
+//! That keeps every rule here unit-testable and reusable by the planner.
+
+pub mod args;
+pub mod depinfo;
+pub mod key;
+pub mod manifest;
+pub mod meta;
+pub mod normalize;
+pub mod size;

@@ -1,0 +1,92 @@
+//! Remote wire documents: build manifests and `Cargo.lock` shards.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the manifest and shard documents.
+pub const MANIFEST_VERSION: u32 = 3;
+/// Number of shard buckets `Cargo.lock` packages are spread over.
+pub const SHARD_BUCKETS: u64 = 64;
+
+/// `{prefix}/_manifests/{manifest_key}.json`, written by `kache save-manifest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildManifest {
+    pub version: u32,
+    /// RFC 3339 creation time.
+    pub created: String,
+    pub manifest_key: String,
+    pub entries: Vec<ManifestEntry>,
+}
+
+/// One entry of a [`BuildManifest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub cache_key: String,
+    pub crate_name: String,
+    #[serde(default)]
+    pub compile_time_ms: u64,
+    #[serde(default)]
+    pub artifact_size: u64,
+}
+
+/// `{prefix}/_manifests/v3/{namespace}/shards/{shard_hash}.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub version: u32,
+    pub entries: Vec<ShardEntry>,
+}
+
+/// One entry of a [`Shard`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    pub cache_key: String,
+    pub crate_name: String,
+}
+
+/// The bucket a `Cargo.lock` package falls into:
+/// `u64_le(blake3(name)[0..8]) % 64`.
+pub fn shard_bucket(package_name: &str) -> u64 {
+    let hash = blake3::hash(package_name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(first) % SHARD_BUCKETS
+}
+
+/// A shard's name: the blake3 hex of its packages written `name@version`,
+/// sorted, joined by `|`.
+pub fn shard_hash(packages: &[(String, String)]) -> String {
+    let mut items: Vec<String> = packages.iter().map(|(n, v)| format!("{n}@{v}")).collect();
+    items.sort();
+    blake3::hash(items.join("|").as_bytes()).to_hex().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_hash_ignores_order_and_changes_with_a_bump() {
+        let a = vec![("serde".to_string(), "1.0.210".to_string()), ("anyhow".into(), "1.0.0".into())];
+        let b = vec![a[1].clone(), a[0].clone()];
+        assert_eq!(shard_hash(&a), shard_hash(&b));
+        let bumped = vec![("serde".to_string(), "1.0.211".to_string()), a[1].clone()];
+        assert_ne!(shard_hash(&a), shard_hash(&bumped));
+        assert_eq!(shard_hash(&a), blake3::hash(b"anyhow@1.0.0|serde@1.0.210").to_hex().to_string());
+    }
+
+    #[test]
+    fn buckets_are_stable_and_in_range() {
+        let bucket = shard_bucket("serde");
+        assert!(bucket < SHARD_BUCKETS);
+        assert_eq!(bucket, shard_bucket("serde"));
+    }
+
+    #[test]
+    fn manifest_round_trips_with_defaults() {
+        let text = r#"{"version":3,"created":"2026-11-24T00:00:00Z","manifest_key":"x86_64-unknown-linux-gnu",
+            "entries":[{"cache_key":"k","crate_name":"serde"}]}"#;
+        let manifest: BuildManifest = serde_json::from_str(text).unwrap();
+        assert_eq!(manifest.entries[0].compile_time_ms, 0);
+        let again: BuildManifest = serde_json::from_str(&serde_json::to_string(&manifest).unwrap()).unwrap();
+        assert_eq!(manifest, again);
+    }
+}
