@@ -187,29 +187,50 @@ pub(crate) fn flags(args: &[String]) -> Result<Vec<Flag<'_>>, &'static str> {
         if let Some(long) = arg.strip_prefix("--").filter(|_| arg.len() > 2) {
             let _ = long;
             if let Some((name, value)) = arg.split_once('=') {
-                out.push(Flag { name, value: Some(value) });
+                out.push(Flag {
+                    name,
+                    value: Some(value),
+                });
             } else if TAKES_VALUE.contains(&arg) {
                 let value = args.get(i).ok_or("flag without value")?;
                 i += 1;
-                out.push(Flag { name: arg, value: Some(value) });
+                out.push(Flag {
+                    name: arg,
+                    value: Some(value),
+                });
             } else {
-                out.push(Flag { name: arg, value: None });
+                out.push(Flag {
+                    name: arg,
+                    value: None,
+                });
             }
         } else if arg.starts_with('-') && arg.len() > 1 {
             let name = &arg[..2];
             if TAKES_VALUE.contains(&name) {
                 if arg.len() > 2 {
-                    out.push(Flag { name, value: Some(&arg[2..]) });
+                    out.push(Flag {
+                        name,
+                        value: Some(&arg[2..]),
+                    });
                 } else {
                     let value = args.get(i).ok_or("flag without value")?;
                     i += 1;
-                    out.push(Flag { name, value: Some(value) });
+                    out.push(Flag {
+                        name,
+                        value: Some(value),
+                    });
                 }
             } else {
-                out.push(Flag { name: arg, value: None });
+                out.push(Flag {
+                    name: arg,
+                    value: None,
+                });
             }
         } else {
-            out.push(Flag { name: "", value: Some(arg) });
+            out.push(Flag {
+                name: "",
+                value: Some(arg),
+            });
         }
     }
     Ok(out)
@@ -283,12 +304,18 @@ fn parse_inner(args: &[String]) -> Result<Invocation, &'static str> {
                     Some((name, path)) => (name, Some(path.to_string())),
                     None => (value, None),
                 };
-                externs.push(Extern { name: name.to_string(), path });
+                externs.push(Extern {
+                    name: name.to_string(),
+                    path,
+                });
             }
             "-L" => {
                 let (kind, path) = match value.split_once('=') {
                     Some((kind, path))
-                        if matches!(kind, "dependency" | "crate" | "native" | "framework" | "all") =>
+                        if matches!(
+                            kind,
+                            "dependency" | "crate" | "native" | "framework" | "all"
+                        ) =>
                     {
                         (kind, path)
                     }
@@ -361,7 +388,9 @@ pub fn strip_incremental(args: &[String]) -> Vec<String> {
     while i < args.len() {
         let arg = &args[i];
         if (arg == "-C" || arg == "--codegen")
-            && args.get(i + 1).is_some_and(|v| v.starts_with("incremental="))
+            && args
+                .get(i + 1)
+                .is_some_and(|v| v.starts_with("incremental="))
         {
             i += 2;
             continue;
@@ -394,11 +423,12 @@ impl Invocation {
         if target.contains("windows") || target.contains("wasm") {
             return None;
         }
-        let dylib_ext = if target.contains("apple") || (target.is_empty() && cfg!(target_os = "macos")) {
-            "dylib"
-        } else {
-            "so"
-        };
+        let dylib_ext =
+            if target.contains("apple") || (target.is_empty() && cfg!(target_os = "macos")) {
+                "dylib"
+            } else {
+                "so"
+            };
         let stem = format!("{}{}", self.crate_name, self.extra_filename);
         let mut outputs = Vec::new();
         let mut push = |name: String, kind| {
@@ -451,7 +481,9 @@ mod tests {
 
     #[test]
     fn reads_a_cargo_library_call() {
-        let Parsed::Cacheable(inv) = parse(&argv(LIB)) else { panic!("not cacheable") };
+        let Parsed::Cacheable(inv) = parse(&argv(LIB)) else {
+            panic!("not cacheable")
+        };
         assert_eq!(inv.crate_name, "foo");
         assert_eq!(inv.source, "src/lib.rs");
         assert_eq!(inv.crate_types, vec![CrateType::Lib]);
@@ -461,7 +493,10 @@ mod tests {
         assert_eq!(inv.externs[0].name, "bar");
         assert!(!inv.args.iter().any(|a| a.contains("incremental")));
         let names: Vec<_> = inv.outputs().unwrap().into_iter().map(|o| o.name).collect();
-        assert_eq!(names, ["foo-0123.d", "libfoo-0123.rmeta", "libfoo-0123.rlib"]);
+        assert_eq!(
+            names,
+            ["foo-0123.d", "libfoo-0123.rmeta", "libfoo-0123.rlib"]
+        );
     }
 
     #[test]
@@ -475,13 +510,17 @@ mod tests {
             "--crate-name a a.rs --crate-type lib --emit=dep-info,asm --out-dir o",
             "--crate-name a a.rs --crate-type lib --emit=link --out-dir o",
         ] {
-            assert!(matches!(parse(&argv(text)), Parsed::Passthrough(_)), "{text}");
+            assert!(
+                matches!(parse(&argv(text)), Parsed::Passthrough(_)),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn incremental_is_removed_in_every_spelling() {
-        let args = argv("-C incremental=/x -Cincremental=/y --codegen=incremental=/z -C opt-level=3");
+        let args =
+            argv("-C incremental=/x -Cincremental=/y --codegen=incremental=/z -C opt-level=3");
         assert_eq!(strip_incremental(&args), argv("-C opt-level=3"));
     }
 
@@ -489,10 +528,14 @@ mod tests {
     fn build_scripts_are_not_user_executables_but_tests_are() {
         let build = "--crate-name build_script_build build.rs --crate-type bin \
             --emit=dep-info,link --out-dir /o";
-        let Parsed::Cacheable(inv) = parse(&argv(build)) else { panic!() };
+        let Parsed::Cacheable(inv) = parse(&argv(build)) else {
+            panic!()
+        };
         assert!(!inv.is_user_executable());
         let test = "--crate-name foo src/lib.rs --test --emit=dep-info,link --out-dir /o";
-        let Parsed::Cacheable(inv) = parse(&argv(test)) else { panic!() };
+        let Parsed::Cacheable(inv) = parse(&argv(test)) else {
+            panic!()
+        };
         assert!(inv.is_user_executable());
         assert_eq!(inv.outputs().unwrap()[1].kind, OutputKind::Executable);
     }

@@ -27,7 +27,9 @@ pub fn parse(text: &str) -> DepInfo {
         if seen_rule || line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
-        let Some(deps) = split_rule(line) else { continue };
+        let Some(deps) = split_rule(line) else {
+            continue;
+        };
         seen_rule = true;
         for path in split_paths(deps) {
             if !info.files.contains(&path) {

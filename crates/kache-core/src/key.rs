@@ -117,7 +117,10 @@ mod tests {
     use super::*;
 
     fn input(path: &str, hash: &str) -> Input {
-        Input { path: path.into(), hash: hash.into() }
+        Input {
+            path: path.into(),
+            hash: hash.into(),
+        }
     }
 
     #[test]
@@ -152,9 +155,26 @@ mod tests {
         let env = [("GREETING".to_string(), Some("hi".to_string()))];
         let key = full_key("pre", &inputs, &env);
         assert_eq!(key, full_key("pre", &reversed, &env));
-        assert_ne!(key, full_key("pre", &[input("src/lib.rs", "aa"), input("src/x.rs", "cc")], &env));
-        assert_ne!(key, full_key("pre", &inputs, &[("GREETING".to_string(), None)]));
-        assert_ne!(key, full_key("pre", &inputs, &[("GREETING".to_string(), Some(String::new()))]));
+        assert_ne!(
+            key,
+            full_key(
+                "pre",
+                &[input("src/lib.rs", "aa"), input("src/x.rs", "cc")],
+                &env
+            )
+        );
+        assert_ne!(
+            key,
+            full_key("pre", &inputs, &[("GREETING".to_string(), None)])
+        );
+        assert_ne!(
+            key,
+            full_key(
+                "pre",
+                &inputs,
+                &[("GREETING".to_string(), Some(String::new()))]
+            )
+        );
         assert_ne!(key, full_key("other", &inputs, &env));
     }
 }
@@ -171,12 +191,18 @@ pub fn add_arguments(
         Ok(flags) => flags,
         // `parse` already accepted these arguments; keep every byte if not.
         Err(_) => {
-            builder.add("args", normalizer.normalize(&invocation.args.join("\u{1f}")));
+            builder.add(
+                "args",
+                normalizer.normalize(&invocation.args.join("\u{1f}")),
+            );
             return;
         }
     };
     for flag in flags {
-        let value = flag.value.map(|v| normalizer.normalize(v)).unwrap_or_default();
+        let value = flag
+            .value
+            .map(|v| normalizer.normalize(v))
+            .unwrap_or_default();
         let component = match flag.name {
             "" => "source",
             "--crate-name" => "crate_name",
@@ -195,7 +221,9 @@ pub fn add_arguments(
             "-L" | "-l" => "link",
             "-A" | "-W" | "-D" | "-F" | "--allow" | "--warn" | "--deny" | "--forbid"
             | "--force-warn" | "--cap-lints" => "lints",
-            "--out-dir" | "--error-format" | "--json" | "--color" | "--diagnostic-width" => "output",
+            "--out-dir" | "--error-format" | "--json" | "--color" | "--diagnostic-width" => {
+                "output"
+            }
             _ => "other",
         };
         builder.add(component, format!("{}\u{1f}{value}", flag.name));
@@ -210,7 +238,9 @@ mod argument_tests {
 
     fn components(args: &str, root: &str) -> BTreeMap<String, String> {
         let args: Vec<String> = args.split_whitespace().map(String::from).collect();
-        let Parsed::Cacheable(inv) = parse(&args) else { panic!("not cacheable: {args:?}") };
+        let Parsed::Cacheable(inv) = parse(&args) else {
+            panic!("not cacheable: {args:?}")
+        };
         let mut n = PathNormalizer::default();
         n.add(root, WORKSPACE);
         n.add(&format!("{root}/target"), TARGET);
@@ -230,8 +260,14 @@ mod argument_tests {
 
     #[test]
     fn a_changed_flag_changes_only_its_component() {
-        let base = components(&format!("{BASE} --out-dir /a/target/d -C opt-level=0"), "/a");
-        let opt = components(&format!("{BASE} --out-dir /a/target/d -C opt-level=3"), "/a");
+        let base = components(
+            &format!("{BASE} --out-dir /a/target/d -C opt-level=0"),
+            "/a",
+        );
+        let opt = components(
+            &format!("{BASE} --out-dir /a/target/d -C opt-level=3"),
+            "/a",
+        );
         let changed: Vec<_> = base.keys().filter(|k| base[*k] != opt[*k]).collect();
         assert_eq!(changed, ["codegen"]);
         let check = components(

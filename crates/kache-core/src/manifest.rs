@@ -56,7 +56,9 @@ pub fn shard_bucket(package_name: &str) -> u64 {
 pub fn shard_hash(packages: &[(String, String)]) -> String {
     let mut items: Vec<String> = packages.iter().map(|(n, v)| format!("{n}@{v}")).collect();
     items.sort();
-    blake3::hash(items.join("|").as_bytes()).to_hex().to_string()
+    blake3::hash(items.join("|").as_bytes())
+        .to_hex()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -65,12 +67,20 @@ mod tests {
 
     #[test]
     fn shard_hash_ignores_order_and_changes_with_a_bump() {
-        let a = vec![("serde".to_string(), "1.0.210".to_string()), ("anyhow".into(), "1.0.0".into())];
+        let a = vec![
+            ("serde".to_string(), "1.0.210".to_string()),
+            ("anyhow".into(), "1.0.0".into()),
+        ];
         let b = vec![a[1].clone(), a[0].clone()];
         assert_eq!(shard_hash(&a), shard_hash(&b));
         let bumped = vec![("serde".to_string(), "1.0.211".to_string()), a[1].clone()];
         assert_ne!(shard_hash(&a), shard_hash(&bumped));
-        assert_eq!(shard_hash(&a), blake3::hash(b"anyhow@1.0.0|serde@1.0.210").to_hex().to_string());
+        assert_eq!(
+            shard_hash(&a),
+            blake3::hash(b"anyhow@1.0.0|serde@1.0.210")
+                .to_hex()
+                .to_string()
+        );
     }
 
     #[test]
@@ -86,7 +96,8 @@ mod tests {
             "entries":[{"cache_key":"k","crate_name":"serde"}]}"#;
         let manifest: BuildManifest = serde_json::from_str(text).unwrap();
         assert_eq!(manifest.entries[0].compile_time_ms, 0);
-        let again: BuildManifest = serde_json::from_str(&serde_json::to_string(&manifest).unwrap()).unwrap();
+        let again: BuildManifest =
+            serde_json::from_str(&serde_json::to_string(&manifest).unwrap()).unwrap();
         assert_eq!(manifest, again);
     }
 }

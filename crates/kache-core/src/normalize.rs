@@ -32,7 +32,8 @@ impl PathNormalizer {
             return;
         }
         self.roots.push((prefix.to_string(), sentinel));
-        self.roots.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        self.roots
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
     }
 
     /// The registered roots, longest first.
@@ -96,7 +97,10 @@ mod tests {
         let n = normalizer();
         let text = "--out-dir /w/proj/target/debug/deps src=/w/proj/src/lib.rs";
         let norm = n.normalize(text);
-        assert_eq!(norm, "--out-dir {kache:target}/debug/deps src={kache:ws}/src/lib.rs");
+        assert_eq!(
+            norm,
+            "--out-dir {kache:target}/debug/deps src={kache:ws}/src/lib.rs"
+        );
         assert_eq!(n.denormalize(&norm), text);
     }
 
@@ -113,6 +117,9 @@ mod tests {
         a.add("/a/repo", WORKSPACE);
         let mut b = PathNormalizer::default();
         b.add("/b/other/repo", WORKSPACE);
-        assert_eq!(a.normalize("/a/repo/src/x.rs"), b.normalize("/b/other/repo/src/x.rs"));
+        assert_eq!(
+            a.normalize("/a/repo/src/x.rs"),
+            b.normalize("/b/other/repo/src/x.rs")
+        );
     }
 }

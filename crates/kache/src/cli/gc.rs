@@ -1,0 +1,84 @@
+//! `kache gc`: drops entries older than `--max-age`, then the least recently
+//! used ones until the blobs fit in `KACHE_MAX_SIZE`, then every blob no
+//! entry uses.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use kache_core::size::format_size;
+
+use crate::config::Config;
+use crate::store::{Store, now};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Also drop entries not used for this long (e.g. 30d).
+    #[arg(long, value_parser = super::parse_age)]
+    max_age: Option<Duration>,
+}
+
+/// Events older than this are dropped from the log by a collection.
+const EVENT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+fn store_dir(store: &Store) -> &std::path::Path {
+    store.root()
+}
+
+/// Runs a collection; returns `(entries removed, bytes freed)`.
+pub fn collect(
+    store: &mut Store,
+    max_size: u64,
+    max_age: Option<Duration>,
+) -> Result<(usize, u64)> {
+    let before = store.disk_usage()?;
+    let mut rows = store.index.rows()?;
+    rows.sort_by_key(|r| r.last_used);
+    let mut doomed = Vec::new();
+    if let Some(age) = max_age {
+        let cutoff = now().saturating_sub(age.as_secs());
+        doomed.extend(
+            rows.iter()
+                .filter(|r| r.last_used < cutoff)
+                .map(|r| r.cache_key.clone()),
+        );
+    }
+    let mut total: u64 = rows
+        .iter()
+        .filter(|r| !doomed.contains(&r.cache_key))
+        .map(|r| r.size)
+        .sum();
+    for row in &rows {
+        if total <= max_size {
+            break;
+        }
+        if !doomed.contains(&row.cache_key) {
+            doomed.push(row.cache_key.clone());
+            total = total.saturating_sub(row.size);
+        }
+    }
+    let removed = store.remove_entries(&doomed)?;
+    for dir in store.orphan_entry_dirs()? {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    store.remove_unused_blobs()?;
+    let keep_events_ms = EVENT_RETENTION.as_millis() as u64;
+    let _ = crate::events::truncate_before(
+        store_dir(store),
+        crate::events::now_ms().saturating_sub(keep_events_ms),
+    );
+    let after = store.disk_usage()?;
+    Ok((removed, before.saturating_sub(after)))
+}
+
+pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
+    let mut store = super::open_store(config)?;
+    let (removed, freed) = collect(&mut store, config.max_size, args.max_age)?;
+    println!(
+        "removed {removed} entries, freed {}; store now {} (limit {})",
+        format_size(freed),
+        format_size(store.disk_usage()?),
+        format_size(config.max_size)
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,86 @@
+//! The command line: one file per command.
+
+mod doctor;
+mod gc;
+mod init;
+mod list;
+mod purge;
+mod report;
+mod stats;
+mod why_miss;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// A build cache for Rust. Use it as cargo's RUSTC_WRAPPER (`kache init`).
+#[derive(Parser)]
+#[command(name = "kache", version, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Set kache as cargo's rustc-wrapper in ~/.cargo/config.toml.
+    Init(init::Args),
+    /// Hit rate, time saved and store size.
+    Stats(stats::Args),
+    /// List stored entries.
+    List(list::Args),
+    /// Explain why a crate missed: which key component changed.
+    WhyMiss(why_miss::Args),
+    /// A build report as text, JSON, Markdown or a GitHub step summary.
+    Report(report::Args),
+    /// Remove old entries, then least recently used ones down to KACHE_MAX_SIZE.
+    Gc(gc::Args),
+    /// Remove every entry, or those of one crate.
+    Purge(purge::Args),
+    /// Check the setup and the store; optionally verify checksums and repair.
+    Doctor(doctor::Args),
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let config = Config::load()?;
+    match cli.command {
+        Command::Init(args) => init::run(args),
+        Command::Stats(args) => stats::run(&config, args),
+        Command::List(args) => list::run(&config, args),
+        Command::WhyMiss(args) => why_miss::run(&config, args),
+        Command::Report(args) => report::run(&config, args),
+        Command::Gc(args) => gc::run(&config, args),
+        Command::Purge(args) => purge::run(&config, args),
+        Command::Doctor(args) => doctor::run(&config, args),
+    }
+}
+
+/// Opens the store of `config`.
+fn open_store(config: &Config) -> Result<Store> {
+    Store::open(&config.cache_dir)
+        .with_context(|| format!("opening the cache in {}", config.cache_dir.display()))
+}
+
+/// Parses `7d`, `12h`, `30m` and other humantime durations.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 7d or 12h: {e}"))
+}
+
+/// `3m ago`-style ages from a Unix time in seconds.
+fn age(unix_secs: u64) -> String {
+    let secs = crate::store::now().saturating_sub(unix_secs);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}

@@ -1,0 +1,273 @@
+//! `kache report`: what the cache did, as text, JSON, Markdown or a GitHub
+//! step summary. `kache stats` prints the same summary's headline.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kache_core::size::format_size;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::events::{self, Event, Outcome};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Only events this recent (e.g. 1h, 7d); default: all.
+    #[arg(long, value_parser = super::parse_age)]
+    since: Option<Duration>,
+    /// How many crates to list in each table.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Write to this file instead of stdout (`github` appends, as
+    /// `$GITHUB_STEP_SUMMARY` expects).
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Markdown,
+    Github,
+}
+
+/// Totals over a set of events.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub hits: u64,
+    pub dups: u64,
+    pub misses: u64,
+    pub passthroughs: u64,
+    /// hits / (hits + dups + misses), 0 when there were none.
+    pub hit_rate: f64,
+    /// Compile time the hits did not spend, from the stored compile times.
+    pub time_saved_ms: u64,
+    /// rustc time spent on misses and dups.
+    pub compile_ms: u64,
+    pub bytes_restored: u64,
+    pub bytes_stored: u64,
+    /// Median wall time of a hit.
+    pub hit_median_ms: u64,
+    /// Slowest misses, by compile time.
+    pub slowest_misses: Vec<CrateLine>,
+    /// Crates with the most hits.
+    pub top_hits: Vec<CrateLine>,
+}
+
+/// One crate in a table.
+#[derive(Debug, Serialize)]
+pub struct CrateLine {
+    pub crate_name: String,
+    pub count: u64,
+    pub ms: u64,
+}
+
+/// Sums up `events`, keeping `top` lines per table.
+pub fn summarize(events: &[Event], top: usize) -> Summary {
+    let mut summary = Summary::default();
+    let mut hit_times = Vec::new();
+    let mut misses: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut hits: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for event in events {
+        match event.outcome {
+            Outcome::Hit => {
+                summary.hits += 1;
+                summary.time_saved_ms += event.compile_ms;
+                summary.bytes_restored += event.bytes;
+                hit_times.push(event.elapsed_ms);
+                let line = hits.entry(&event.crate_name).or_default();
+                line.0 += 1;
+                line.1 += event.compile_ms;
+            }
+            Outcome::Miss | Outcome::Dup => {
+                if event.outcome == Outcome::Miss {
+                    summary.misses += 1;
+                } else {
+                    summary.dups += 1;
+                }
+                summary.compile_ms += event.compile_ms;
+                summary.bytes_stored += event.bytes;
+                let line = misses.entry(&event.crate_name).or_default();
+                line.0 += 1;
+                line.1 += event.compile_ms;
+            }
+            Outcome::Passthrough => summary.passthroughs += 1,
+        }
+    }
+    let cacheable = summary.hits + summary.dups + summary.misses;
+    if cacheable > 0 {
+        summary.hit_rate = summary.hits as f64 / cacheable as f64;
+    }
+    hit_times.sort_unstable();
+    summary.hit_median_ms = hit_times.get(hit_times.len() / 2).copied().unwrap_or(0);
+    let table = |map: BTreeMap<&str, (u64, u64)>, by_count: bool| {
+        let mut lines: Vec<CrateLine> = map
+            .into_iter()
+            .map(|(name, (count, ms))| CrateLine {
+                crate_name: name.to_string(),
+                count,
+                ms,
+            })
+            .collect();
+        if by_count {
+            lines.sort_by(|a, b| b.count.cmp(&a.count).then(b.ms.cmp(&a.ms)));
+        } else {
+            lines.sort_by(|a, b| b.ms.cmp(&a.ms));
+        }
+        lines.truncate(top);
+        lines
+    };
+    summary.slowest_misses = table(misses, false);
+    summary.top_hits = table(hits, true);
+    summary
+}
+
+/// `12.3s`-style seconds.
+pub fn secs(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+/// The headline lines shared by `stats` and the text report.
+pub fn headline(s: &Summary) -> String {
+    format!(
+        "hits: {}  misses: {}  dups: {}  passthrough: {}\nhit rate: {:.1}%\n\
+         time saved: {}  (compiling misses took {})\nrestored: {}  stored: {}\nmedian hit: {} ms\n",
+        s.hits,
+        s.misses,
+        s.dups,
+        s.passthroughs,
+        s.hit_rate * 100.0,
+        secs(s.time_saved_ms),
+        secs(s.compile_ms),
+        format_size(s.bytes_restored),
+        format_size(s.bytes_stored),
+        s.hit_median_ms,
+    )
+}
+
+fn render(summary: &Summary, format: Format) -> Result<String> {
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(summary)? + "\n",
+        Format::Text => {
+            let mut out = headline(summary);
+            out.push_str("\nslowest misses:\n");
+            for line in &summary.slowest_misses {
+                out.push_str(&format!(
+                    "  {:<32} {:>8}  ({}x)\n",
+                    line.crate_name,
+                    secs(line.ms),
+                    line.count
+                ));
+            }
+            out.push_str("\nmost hits:\n");
+            for line in &summary.top_hits {
+                out.push_str(&format!(
+                    "  {:<32} {:>6}x  saved {}\n",
+                    line.crate_name,
+                    line.count,
+                    secs(line.ms)
+                ));
+            }
+            out
+        }
+        Format::Markdown | Format::Github => {
+            let mut out = String::from("## kache build report\n\n| | |\n|---|---|\n");
+            for (name, value) in [
+                ("Hits", summary.hits.to_string()),
+                ("Misses", summary.misses.to_string()),
+                ("Dups", summary.dups.to_string()),
+                ("Passthrough", summary.passthroughs.to_string()),
+                ("Hit rate", format!("{:.1}%", summary.hit_rate * 100.0)),
+                ("Time saved", secs(summary.time_saved_ms)),
+                ("Restored", format_size(summary.bytes_restored)),
+                ("Median hit", format!("{} ms", summary.hit_median_ms)),
+            ] {
+                out.push_str(&format!("| {name} | {value} |\n"));
+            }
+            out.push_str(
+                "\n### Slowest misses\n\n| Crate | Compile time | Count |\n|---|---:|---:|\n",
+            );
+            for line in &summary.slowest_misses {
+                out.push_str(&format!(
+                    "| `{}` | {} | {} |\n",
+                    line.crate_name,
+                    secs(line.ms),
+                    line.count
+                ));
+            }
+            out
+        }
+    })
+}
+
+pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
+    let since = args
+        .since
+        .map_or(0, |d| events::now_ms().saturating_sub(d.as_millis() as u64));
+    let events = events::read(&config.cache_dir, since);
+    let text = render(&summarize(&events, args.top), args.format)?;
+    let output = args.output.clone().or_else(|| {
+        matches!(args.format, Format::Github)
+            .then(|| std::env::var_os("GITHUB_STEP_SUMMARY").map(Into::into))
+            .flatten()
+    });
+    match output {
+        Some(path) => {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(matches!(args.format, Format::Github))
+                .write(true)
+                .truncate(!matches!(args.format, Format::Github))
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            std::io::Write::write_all(&mut file, text.as_bytes())?;
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str, outcome: Outcome, elapsed_ms: u64, compile_ms: u64) -> Event {
+        Event {
+            ts_ms: 0,
+            crate_name: name.into(),
+            cache_key: None,
+            outcome,
+            source: None,
+            elapsed_ms,
+            bytes: 10,
+            compile_ms,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn summary_counts_rates_and_tables() {
+        let events = [
+            event("a", Outcome::Miss, 900, 800),
+            event("b", Outcome::Miss, 300, 200),
+            event("a", Outcome::Hit, 5, 800),
+            event("b", Outcome::Hit, 7, 200),
+            event("b", Outcome::Hit, 3, 200),
+            event("c", Outcome::Passthrough, 1, 0),
+        ];
+        let s = summarize(&events, 1);
+        assert_eq!((s.hits, s.misses, s.passthroughs), (3, 2, 1));
+        assert!((s.hit_rate - 0.6).abs() < 1e-9);
+        assert_eq!(s.time_saved_ms, 1200);
+        assert_eq!(s.hit_median_ms, 5);
+        assert_eq!(s.slowest_misses[0].crate_name, "a");
+        assert_eq!(s.top_hits[0].crate_name, "b");
+        assert_eq!(s.top_hits.len(), 1);
+    }
+}

@@ -1,0 +1,297 @@
+//! `index.db`: the SQLite index of entries, their blobs, and two small caches
+//! (file hashes by stat, toolchain banners by rustc binary).
+//!
+//! Many wrapper processes share one index, so it runs in WAL mode with a busy
+//! timeout; every multi-row change is one transaction.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kache_core::meta::EntryMeta;
+use rusqlite::{Connection, OptionalExtension, params};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entries (
+    cache_key TEXT PRIMARY KEY,
+    pre_key TEXT NOT NULL,
+    crate_name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    compile_time_ms INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    last_used INTEGER NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0,
+    meta TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_by_pre_key ON entries(pre_key, last_used);
+CREATE INDEX IF NOT EXISTS entries_by_crate ON entries(crate_name, created);
+CREATE TABLE IF NOT EXISTS entry_blobs (
+    cache_key TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (cache_key, hash)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS entry_blobs_by_hash ON entry_blobs(hash);
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    hash TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS toolchains (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    banner TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// A row of `entries` without the full metadata.
+#[derive(Debug, Clone)]
+pub struct EntryRow {
+    pub cache_key: String,
+    pub crate_name: String,
+    pub size: u64,
+    pub compile_time_ms: u64,
+    pub created: u64,
+    pub last_used: u64,
+    pub hits: u64,
+}
+
+/// A cached stat of a file and its content hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ino: u64,
+}
+
+/// The open index.
+pub struct Index {
+    conn: Connection,
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != SCHEMA_VERSION {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .context("creating the index schema")?;
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Self { conn })
+    }
+
+    /// Entries recorded under `pre_key`, most recently used first.
+    pub fn candidates(&self, pre_key: &str) -> Result<Vec<EntryMeta>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT meta FROM entries WHERE pre_key = ?1 ORDER BY last_used DESC LIMIT 16",
+        )?;
+        let rows = stmt.query_map([pre_key], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for text in rows {
+            // A row that no longer parses is skipped: a miss, never a wrong hit.
+            if let Ok(meta) = serde_json::from_str(&text?) {
+                out.push(meta);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inserts or replaces an entry and its blob references.
+    pub fn insert(&mut self, meta: &EntryMeta, now: u64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "DELETE FROM entry_blobs WHERE cache_key = ?1",
+            [&meta.cache_key],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO entries
+             (cache_key, pre_key, crate_name, size, compile_time_ms, created, last_used, hits, meta)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
+            params![
+                meta.cache_key,
+                meta.pre_key,
+                meta.crate_name,
+                meta.size() as i64,
+                meta.compile_time_ms as i64,
+                meta.created as i64,
+                now as i64,
+                serde_json::to_string(meta)?,
+            ],
+        )?;
+        for file in &meta.files {
+            tx.execute(
+                "INSERT OR IGNORE INTO entry_blobs (cache_key, hash, size) VALUES (?1, ?2, ?3)",
+                params![meta.cache_key, file.hash, file.size as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records a hit: bumps the counter and the last-used time.
+    pub fn touch(&self, cache_key: &str, now: u64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE entries SET hits = hits + 1, last_used = ?2 WHERE cache_key = ?1",
+            params![cache_key, now as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Removes entries; returns how many existed.
+    pub fn remove(&mut self, keys: &[String]) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut removed = 0;
+        for key in keys {
+            removed += tx.execute("DELETE FROM entries WHERE cache_key = ?1", [key])?;
+            tx.execute("DELETE FROM entry_blobs WHERE cache_key = ?1", [key])?;
+        }
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    /// Every entry, for listing and garbage collection.
+    pub fn rows(&self) -> Result<Vec<EntryRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT cache_key, crate_name, size, compile_time_ms, created, last_used, hits FROM entries",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(EntryRow {
+                cache_key: r.get(0)?,
+                crate_name: r.get(1)?,
+                size: r.get::<_, i64>(2)? as u64,
+                compile_time_ms: r.get::<_, i64>(3)? as u64,
+                created: r.get::<_, i64>(4)? as u64,
+                last_used: r.get::<_, i64>(5)? as u64,
+                hits: r.get::<_, i64>(6)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The metadata of one entry.
+    pub fn meta(&self, cache_key: &str) -> Result<Option<EntryMeta>> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT meta FROM entries WHERE cache_key = ?1",
+                [cache_key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| serde_json::from_str(&t).context("entry metadata in the index is corrupt"))
+            .transpose()
+    }
+
+    /// Entries of one crate, newest first.
+    pub fn metas_for_crate(&self, crate_name: &str) -> Result<Vec<EntryMeta>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT meta FROM entries WHERE crate_name = ?1 ORDER BY created DESC, rowid DESC",
+        )?;
+        let rows = stmt.query_map([crate_name], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for text in rows {
+            out.push(
+                serde_json::from_str(&text?).context("entry metadata in the index is corrupt")?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// `(blob hash, size)` pairs referenced by any entry, with the entries using each.
+    pub fn blob_refs(&self) -> Result<Vec<(String, u64, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT hash, size, cache_key FROM entry_blobs")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether any entry still references `hash`.
+    pub fn blob_in_use(&self, hash: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM entry_blobs WHERE hash = ?1 LIMIT 1",
+                [hash],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// A remembered content hash for `path` if its stat still matches.
+    pub fn cached_hash(&self, path: &str, stat: &Stat) -> Result<Option<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT hash FROM file_hashes WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3 AND ino = ?4",
+        )?;
+        Ok(stmt
+            .query_row(
+                params![path, stat.size as i64, stat.mtime_ns, stat.ino as i64],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Remembers content hashes by stat, in one transaction.
+    pub fn remember_hashes(&mut self, items: &[(String, Stat, String)]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, ino, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (path, stat, hash) in items {
+                stmt.execute(params![
+                    path,
+                    stat.size as i64,
+                    stat.mtime_ns,
+                    stat.ino as i64,
+                    hash
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A remembered `rustc -vV` banner for a rustc binary with this stat.
+    pub fn toolchain(&self, path: &str, stat: &Stat) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT banner FROM toolchains WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3",
+                params![path, stat.size as i64, stat.mtime_ns],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    pub fn remember_toolchain(&self, path: &str, stat: &Stat, banner: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO toolchains (path, size, mtime_ns, banner) VALUES (?1, ?2, ?3, ?4)",
+            params![path, stat.size as i64, stat.mtime_ns, banner],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets every remembered file hash (after a repair).
+    pub fn clear_hash_cache(&self) -> Result<()> {
+        self.conn.execute("DELETE FROM file_hashes", [])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! Running rustc: plainly (passthrough) or with its output teed, so cargo
+//! sees every line as it comes (pipelining starts on the `.rmeta` notice)
+//! while kache keeps a copy to replay on later hits.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// What one rustc run produced.
+pub struct Compiled {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub elapsed: Duration,
+}
+
+/// Runs rustc with inherited stdio and returns its exit code. This is the
+/// fallback of every failure path, so it only fails if rustc cannot start.
+pub fn passthrough(rustc: &Path, args: &[OsString]) -> i32 {
+    match Command::new(rustc).args(args).status() {
+        Ok(status) => exit_code(status),
+        Err(err) => {
+            eprintln!("kache: cannot run {}: {err}", rustc.display());
+            127
+        }
+    }
+}
+
+/// Runs rustc, forwarding stdout and stderr line by line while recording them.
+/// Fails only when rustc cannot be started.
+pub fn run_teed(rustc: &Path, args: &[String]) -> Result<Compiled> {
+    let started = Instant::now();
+    let mut child = Command::new(rustc)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", rustc.display()))?;
+    let mut stdout_pipe = child.stdout.take().expect("stdout is piped");
+    let stdout_thread = std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let mut out = std::io::stdout();
+        while let Ok(n) = stdout_pipe.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            let _ = out.write_all(&chunk[..n]);
+            let _ = out.flush();
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        buffer
+    });
+    let mut stderr = Vec::new();
+    let mut reader = BufReader::new(child.stderr.take().expect("stderr is piped"));
+    let mut err_out = std::io::stderr();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let _ = err_out.write_all(&line);
+                let _ = err_out.flush();
+                stderr.extend_from_slice(&line);
+            }
+        }
+    }
+    // rustc has run: from here on nothing may fail, or the caller would run it twice.
+    let code = child.wait().map_or(1, exit_code);
+    let stdout = stdout_thread.join().unwrap_or_default();
+    Ok(Compiled {
+        code,
+        stdout,
+        stderr,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}

@@ -1,0 +1,134 @@
+//! The machine-local facts of one rustc call: the roots its paths are
+//! normalised against, the `--remap-path-prefix` flags that make outputs
+//! portable, and the environment that goes into the key.
+
+use std::path::{Path, PathBuf};
+
+use kache_core::normalize::{self, PathNormalizer};
+
+use crate::config::home_dir;
+
+/// Roots and their remapped names inside compiled outputs.
+pub struct Roots {
+    pub normalizer: PathNormalizer,
+    pub cwd: PathBuf,
+    /// `(real prefix, remapped name)`, shortest prefix first, so the most
+    /// specific one is the last rustc sees (the last matching flag wins).
+    remaps: Vec<(String, String)>,
+}
+
+impl Roots {
+    /// Finds the roots for a call running in `cwd` writing to `out_dir`.
+    pub fn discover(cwd: &Path, out_dir: &Path) -> Self {
+        let mut normalizer = PathNormalizer::default();
+        let mut remaps = Vec::new();
+        let mut add = |path: &Path, sentinel: &'static str, remap: Option<&str>| {
+            let text = path.to_string_lossy();
+            if !path.is_absolute() || text.len() <= 1 {
+                return;
+            }
+            normalizer.add(&text, sentinel);
+            if let Some(remap) = remap {
+                remaps.push((text.trim_end_matches('/').to_string(), remap.to_string()));
+            }
+        };
+        let home = home_dir();
+        let cargo_home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".cargo")));
+        let rustup_home = std::env::var_os("RUSTUP_HOME")
+            .map(PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".rustup")));
+        if let Some(home) = &home {
+            add(home, normalize::HOME, None);
+        }
+        if let Some(path) = &cargo_home {
+            add(path, normalize::CARGO_HOME, Some("/kache/cargo"));
+        }
+        if let Some(path) = &rustup_home {
+            add(path, normalize::RUSTUP_HOME, Some("/kache/rustup"));
+        }
+        // Registry and git packages run with their cwd inside CARGO_HOME; the
+        // cargo-home root already names them better than a workspace would.
+        let cwd_in_cargo_home = cargo_home.as_ref().is_some_and(|h| cwd.starts_with(h));
+        if !cwd_in_cargo_home {
+            add(cwd, normalize::WORKSPACE, Some("."));
+        }
+        let out_dir = if out_dir.is_absolute() {
+            out_dir.to_path_buf()
+        } else {
+            cwd.join(out_dir)
+        };
+        if let Some(target) = target_dir(&out_dir) {
+            add(&target, normalize::TARGET, Some("/kache/target"));
+        }
+        remaps.sort_by_key(|(prefix, _)| prefix.len());
+        Self {
+            normalizer,
+            cwd: cwd.to_path_buf(),
+            remaps,
+        }
+    }
+
+    /// `--remap-path-prefix` flags (and a scope that keeps diagnostics real).
+    pub fn remap_args(&self, user_scope: bool) -> Vec<String> {
+        let mut args: Vec<String> = self
+            .remaps
+            .iter()
+            .map(|(from, to)| format!("--remap-path-prefix={from}={to}"))
+            .collect();
+        if !user_scope && !args.is_empty() {
+            args.push("--remap-path-scope=macro,debuginfo".to_string());
+        }
+        args
+    }
+
+    /// Resolves a path as rustc would: relative paths are relative to the cwd.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let path = Path::new(path);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.cwd.join(path)
+        }
+    }
+}
+
+/// The target directory: the nearest ancestor of `out_dir` holding cargo's
+/// `CACHEDIR.TAG`.
+fn target_dir(out_dir: &Path) -> Option<PathBuf> {
+    out_dir
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").is_file())
+        .map(Path::to_path_buf)
+}
+
+/// Environment variables cargo sets that can change rustc's output through
+/// macros or that name the package. `env!` reads are keyed separately, by
+/// exact value, from dep-info.
+pub fn keyed_env() -> Vec<(String, String)> {
+    const NAMES: &[&str] = &[
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+        "RUSTC_BOOTSTRAP",
+    ];
+    let mut vars: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("CARGO_PKG_") || NAMES.contains(&name.as_str()))
+        .collect();
+    vars.sort();
+    vars
+}
+
+/// Whether an `env!` value may be normalised for the key. Only `OUT_DIR`: it is
+/// read to locate generated files, whose contents are keyed anyway. Any other
+/// value (say `CARGO_MANIFEST_DIR`) may be baked into the output as a string,
+/// so it is keyed exactly and differs across checkouts.
+pub fn env_dep_is_path_root(name: &str) -> bool {
+    name == "OUT_DIR"
+}

@@ -1,0 +1,65 @@
+//! Content hashes of source files and externs, with a stat shortcut.
+//!
+//! A file whose path, size, mtime and inode match a remembered row is not read
+//! again. Only files whose mtime is at least two seconds old are remembered:
+//! a write within the same mtime tick as the hashing could otherwise go
+//! unnoticed (the "racy timestamp" problem).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::toolchain::mtime_ns;
+use crate::store::{Stat, Store};
+
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+/// Hashes files, batching new stat rows for one write at the end.
+#[derive(Default)]
+pub struct FileHasher {
+    pending: Vec<(String, Stat, String)>,
+}
+
+/// A hashed file with its stat.
+pub struct Hashed {
+    pub hash: String,
+    pub mtime_ns: i64,
+}
+
+impl FileHasher {
+    /// The blake3 hex of the file at `path` (absolute).
+    pub fn hash(&mut self, store: &Store, path: &Path) -> Result<Hashed> {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        let stat = Stat {
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+            ino: meta.ino(),
+        };
+        let key = path.to_string_lossy();
+        if let Some(hash) = store.index.cached_hash(&key, &stat)? {
+            return Ok(Hashed {
+                hash,
+                mtime_ns: stat.mtime_ns,
+            });
+        }
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        let now = crate::events::now_ms() as i64 * 1_000_000;
+        if stat.mtime_ns < now - RACY_WINDOW_NS && bytes.len() as u64 == stat.size {
+            self.pending
+                .push((key.to_string(), stat.clone(), hash.clone()));
+        }
+        Ok(Hashed {
+            hash,
+            mtime_ns: stat.mtime_ns,
+        })
+    }
+
+    /// Writes the remembered hashes to the index.
+    pub fn flush(&mut self, store: &mut Store) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        store.index.remember_hashes(&pending)
+    }
+}

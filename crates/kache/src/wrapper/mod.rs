@@ -1,0 +1,607 @@
+//! Wrapper mode: `kache <path-to-rustc> <args…>`, called by cargo for every
+//! compile.
+//!
+//! The flow follows the data: parse the arguments → build the pre-key → find a
+//! recorded entry whose inputs still match → restore it, or lock the key,
+//! compile, and store what rustc wrote. Architecture invariant: the wrapper
+//! never fails a build because of the cache. Every error before rustc starts
+//! falls back to running rustc unchanged; every error after it only loses
+//! the store, never rustc's exit code or output.
+
+mod compile;
+mod context;
+mod hasher;
+mod lock;
+mod toolchain;
+
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use kache_core::args::{self, Invocation, Output, OutputKind, Parsed};
+use kache_core::depinfo;
+use kache_core::key::{self, Input, KeyBuilder};
+use kache_core::meta::{EntryMeta, FileRecord, META_VERSION};
+use kache_core::size::format_size;
+use tracing::{debug, trace, warn};
+
+use crate::config::{Config, Progress};
+use crate::events::{self, Event, Outcome};
+use crate::store::{self, Store};
+use compile::Compiled;
+use context::Roots;
+use hasher::FileHasher;
+
+/// Whether `argv[1]` names a compiler, which puts kache in wrapper mode.
+pub fn is_compiler(arg: &OsStr) -> bool {
+    let name = Path::new(arg)
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let name = name.strip_suffix(".exe").unwrap_or(&name);
+    name == "rustc" || name == "clippy-driver"
+}
+
+/// Runs one compiler call and returns the exit code for the process.
+pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
+    let rustc = PathBuf::from(&compiler);
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("kache: {err:#}; compiling without the cache");
+            return compile::passthrough(&rustc, &args);
+        }
+    };
+    crate::logging::init_for_wrapper();
+    if config.disabled {
+        return compile::passthrough(&rustc, &args);
+    }
+    // clippy-driver output depends on clippy's own configuration files,
+    // which kache does not key yet: never cache it.
+    if Path::new(&compiler)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("clippy"))
+    {
+        return compile::passthrough(&rustc, &args);
+    }
+    let Some(text_args) = args
+        .iter()
+        .map(|a| a.to_str().map(String::from))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return compile::passthrough(&rustc, &args);
+    };
+    let invocation = match args::parse(&text_args) {
+        Parsed::Cacheable(invocation) => invocation,
+        Parsed::Passthrough(reason) => {
+            trace!(reason, "not a cacheable compile");
+            return compile::passthrough(&rustc, &args);
+        }
+    };
+    let started = Instant::now();
+    let plain: Vec<OsString> = invocation.args.iter().map(OsString::from).collect();
+    if invocation.is_user_executable() && !config.cache_executables {
+        record_passthrough(
+            &config,
+            &invocation,
+            started,
+            "executable (KACHE_CACHE_EXECUTABLES)",
+        );
+        return compile::passthrough(&rustc, &plain);
+    }
+    let mut session = match Session::open(&config, &rustc, &invocation, started) {
+        Ok(session) => session,
+        Err(err) => {
+            warn!(crate_name = %invocation.crate_name, "cache unavailable: {err:#}");
+            record_passthrough(&config, &invocation, started, &format!("{err:#}"));
+            return compile::passthrough(&rustc, &plain);
+        }
+    };
+    session.run(&plain)
+}
+
+fn record_passthrough(config: &Config, invocation: &Invocation, started: Instant, reason: &str) {
+    let _ = std::fs::create_dir_all(&config.cache_dir);
+    events::append(
+        &config.cache_dir,
+        &Event {
+            ts_ms: events::now_ms(),
+            crate_name: invocation.crate_name.clone(),
+            cache_key: None,
+            outcome: Outcome::Passthrough,
+            source: None,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            bytes: 0,
+            compile_ms: 0,
+            reason: Some(reason.to_string()),
+        },
+    );
+}
+
+/// One cacheable compile in progress.
+struct Session<'a> {
+    config: &'a Config,
+    rustc: &'a Path,
+    invocation: &'a Invocation,
+    outputs: Vec<Output>,
+    store: Store,
+    roots: Roots,
+    hasher: FileHasher,
+    started: Instant,
+}
+
+impl<'a> Session<'a> {
+    fn open(
+        config: &'a Config,
+        rustc: &'a Path,
+        invocation: &'a Invocation,
+        started: Instant,
+    ) -> Result<Self> {
+        let outputs = invocation
+            .outputs()
+            .context("unknown output naming for this target")?;
+        let store = Store::open(&config.cache_dir)?;
+        let cwd = std::env::current_dir().context("reading the current directory")?;
+        let roots = Roots::discover(&cwd, Path::new(&invocation.out_dir));
+        Ok(Self {
+            config,
+            rustc,
+            invocation,
+            outputs,
+            store,
+            roots,
+            hasher: FileHasher::default(),
+            started,
+        })
+    }
+
+    fn run(&mut self, plain: &[OsString]) -> i32 {
+        let crate_name = &self.invocation.crate_name;
+        let prepared = self.pre_key().and_then(|builder| {
+            let pre_key = builder.pre_key();
+            let hit = self.lookup(&pre_key)?;
+            Ok((builder, pre_key, hit))
+        });
+        let (builder, pre_key, hit) = match prepared {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                warn!(crate_name, "cannot compute the key: {err:#}");
+                record_passthrough(
+                    self.config,
+                    self.invocation,
+                    self.started,
+                    &format!("{err:#}"),
+                );
+                return compile::passthrough(self.rustc, plain);
+            }
+        };
+        if let Some(meta) = hit
+            && self.try_restore(&meta)
+        {
+            return 0;
+        }
+        let _lock = match lock::KeyLock::acquire(&self.config.cache_dir, &pre_key) {
+            Ok(lock) => Some(lock),
+            Err(err) => {
+                warn!(crate_name, "cannot lock the key: {err:#}");
+                None
+            }
+        };
+        // Whoever held the lock may have stored this very compile.
+        if let Ok(Some(meta)) = self.lookup(&pre_key)
+            && self.try_restore(&meta)
+        {
+            return 0;
+        }
+        self.compile_and_store(&builder, &pre_key, plain)
+    }
+
+    /// Builds the pre-key from everything known before compiling.
+    fn pre_key(&mut self) -> Result<KeyBuilder> {
+        let inv = self.invocation;
+        let mut builder = KeyBuilder::default();
+        builder.add("toolchain", toolchain::identity(&self.store, self.rustc)?);
+        key::add_arguments(&mut builder, inv, &self.roots.normalizer);
+        for ext in &inv.externs {
+            let value = match &ext.path {
+                Some(path) => {
+                    let hashed = self.hasher.hash(&self.store, &self.roots.resolve(path))?;
+                    format!("{}={}", ext.name, hashed.hash)
+                }
+                None => ext.name.clone(),
+            };
+            builder.add("externs", value);
+        }
+        for lib in &inv.native_libs {
+            let found = inv
+                .search_paths
+                .iter()
+                .filter(|(kind, _)| kind == "native" || kind == "all")
+                .flat_map(|(_, dir)| {
+                    [
+                        format!("lib{lib}.a"),
+                        format!("lib{lib}.so"),
+                        format!("{lib}.lib"),
+                    ]
+                    .map(|file| self.roots.resolve(dir).join(file))
+                })
+                .find(|path| path.is_file());
+            let value = match found {
+                Some(path) => format!("{lib}={}", self.hasher.hash(&self.store, &path)?.hash),
+                None => format!("{lib}=system"),
+            };
+            builder.add("native_libs", value);
+        }
+        for (name, value) in context::keyed_env() {
+            builder.add(
+                "env",
+                format!("{name}={}", self.roots.normalizer.normalize(&value)),
+            );
+        }
+        if let Some(salt) = &self.config.key_salt {
+            builder.add("salt", salt.clone());
+        }
+        for component in builder.components() {
+            trace!(crate_name = %inv.crate_name, component = component.name, value = %component.value, "key component");
+        }
+        Ok(builder)
+    }
+
+    /// The most recently used entry under `pre_key` whose recorded inputs and
+    /// `env!` values all match now. Any doubt is a miss.
+    fn lookup(&mut self, pre_key: &str) -> Result<Option<EntryMeta>> {
+        'candidates: for meta in self.store.index.candidates(pre_key)? {
+            for (name, value) in &meta.env_deps {
+                if self.env_dep_value(name).as_ref() != value.as_ref() {
+                    trace!(crate_name = %meta.crate_name, name, "env! value differs");
+                    continue 'candidates;
+                }
+            }
+            for input in &meta.inputs {
+                let path = self
+                    .roots
+                    .resolve(&self.roots.normalizer.denormalize(&input.path));
+                match self.hasher.hash(&self.store, &path) {
+                    Ok(hashed) if hashed.hash == input.hash => {}
+                    _ => {
+                        trace!(crate_name = %meta.crate_name, path = %input.path, "input differs");
+                        continue 'candidates;
+                    }
+                }
+            }
+            let full = key::full_key(pre_key, &meta.inputs, &meta.env_deps);
+            if full == meta.cache_key {
+                return Ok(Some(meta));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The value of an `env!` variable as it is keyed.
+    fn env_dep_value(&self, name: &str) -> Option<String> {
+        let value = std::env::var(name).ok()?;
+        Some(if context::env_dep_is_path_root(name) {
+            self.roots.normalizer.normalize(&value)
+        } else {
+            value
+        })
+    }
+
+    /// Restores `meta` and replays its output; false (after dropping the
+    /// entry) if any blob is missing or the restore fails.
+    fn try_restore(&mut self, meta: &EntryMeta) -> bool {
+        match self.restore(meta) {
+            Ok(bytes) => {
+                let _ = self.store.index.touch(&meta.cache_key, store::now());
+                let _ = self.hasher.flush(&mut self.store);
+                self.finish(
+                    Outcome::Hit,
+                    Some(&meta.cache_key),
+                    bytes,
+                    meta.compile_time_ms,
+                    None,
+                );
+                true
+            }
+            Err(err) => {
+                warn!(crate_name = %meta.crate_name, "restore failed, compiling: {err:#}");
+                let _ = self
+                    .store
+                    .remove_entries(std::slice::from_ref(&meta.cache_key));
+                false
+            }
+        }
+    }
+
+    fn restore(&self, meta: &EntryMeta) -> Result<u64> {
+        for file in &meta.files {
+            if !self.store.blob_ok(&file.hash, file.size) {
+                bail!(
+                    "blob {} of {} is missing or truncated",
+                    file.hash,
+                    file.name
+                );
+            }
+        }
+        let out_dir = self.roots.resolve(&self.invocation.out_dir);
+        std::fs::create_dir_all(&out_dir)?;
+        let mut bytes = 0;
+        for file in &meta.files {
+            if file.name.contains('/') || file.name.starts_with('.') {
+                bail!("entry names an unsafe file {:?}", file.name);
+            }
+            let dest = out_dir.join(&file.name);
+            let method = if file.kind == "dep-info" {
+                let text = String::from_utf8(self.store.read_blob(&file.hash)?)
+                    .context("stored dep-info is not UTF-8")?;
+                self.store
+                    .restore_bytes(self.roots.normalizer.denormalize(&text).as_bytes(), &dest)?
+            } else {
+                let hardlink_ok = file.kind == "immutable";
+                self.store
+                    .restore_file(&file.hash, &dest, hardlink_ok, file.executable)?
+            };
+            trace!(file = %file.name, ?method, "restored");
+            bytes += file.size;
+        }
+        let mut stdout = std::io::stdout();
+        let _ = stdout.write_all(self.roots.normalizer.denormalize(&meta.stdout).as_bytes());
+        let _ = stdout.flush();
+        let mut stderr = std::io::stderr();
+        let _ = stderr.write_all(self.roots.normalizer.denormalize(&meta.stderr).as_bytes());
+        Ok(bytes)
+    }
+
+    /// Runs rustc and stores its outputs. Returns rustc's exit code.
+    fn compile_and_store(
+        &mut self,
+        builder: &KeyBuilder,
+        pre_key: &str,
+        plain: &[OsString],
+    ) -> i32 {
+        // An output left read-only (by an older store or by hand) would make
+        // rustc refuse to write; rustc replaces these files anyway.
+        let out_dir = self.roots.resolve(&self.invocation.out_dir);
+        for output in &self.outputs {
+            let path = out_dir.join(&output.name);
+            if std::fs::metadata(&path).is_ok_and(|m| m.permissions().readonly()) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        let mut args = self.invocation.args.clone();
+        args.extend(self.roots.remap_args(self.invocation.has_remap_scope));
+        let compile_start = SystemTime::now();
+        let compiled = match compile::run_teed(self.rustc, &args) {
+            Ok(compiled) => compiled,
+            Err(err) => {
+                warn!("{err:#}");
+                return compile::passthrough(self.rustc, plain);
+            }
+        };
+        if compiled.code != 0 {
+            let reason = format!("rustc exited with {}", compiled.code);
+            self.finish(
+                Outcome::Miss,
+                None,
+                0,
+                compiled.elapsed.as_millis() as u64,
+                Some(reason),
+            );
+            return compiled.code;
+        }
+        match self.store_outputs(builder, pre_key, &compiled, compile_start) {
+            Ok((outcome, meta)) => {
+                let compile_ms = compiled.elapsed.as_millis() as u64;
+                self.finish(
+                    outcome,
+                    Some(&meta.cache_key),
+                    meta.size(),
+                    compile_ms,
+                    None,
+                );
+            }
+            Err(err) => {
+                debug!(crate_name = %self.invocation.crate_name, "not stored: {err:#}");
+                let compile_ms = compiled.elapsed.as_millis() as u64;
+                self.finish(
+                    Outcome::Miss,
+                    None,
+                    0,
+                    compile_ms,
+                    Some(format!("not stored: {err:#}")),
+                );
+            }
+        }
+        let _ = self.hasher.flush(&mut self.store);
+        compiled.code
+    }
+
+    fn store_outputs(
+        &mut self,
+        builder: &KeyBuilder,
+        pre_key: &str,
+        compiled: &Compiled,
+        compile_start: SystemTime,
+    ) -> Result<(Outcome, EntryMeta)> {
+        let inv = self.invocation;
+        let normalizer = &self.roots.normalizer;
+        let out_dir = self.roots.resolve(&inv.out_dir);
+        for output in &self.outputs {
+            if !out_dir.join(&output.name).is_file() {
+                bail!("rustc did not write {}", output.name);
+            }
+        }
+        let dep_info = self
+            .outputs
+            .iter()
+            .find(|o| o.kind == OutputKind::DepInfo)
+            .context("no dep-info output")?;
+        let dep_text = std::fs::read_to_string(out_dir.join(&dep_info.name))
+            .context("reading rustc's dep-info")?;
+        let info = depinfo::parse(&dep_text);
+        let start_ns = compile_start
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let mut inputs = Vec::with_capacity(info.files.len());
+        for file in &info.files {
+            let hashed = self.hasher.hash(&self.store, &self.roots.resolve(file))?;
+            if hashed.mtime_ns > start_ns {
+                bail!("{file} changed while rustc was reading it");
+            }
+            trace!(crate_name = %inv.crate_name, path = %file, hash = %hashed.hash, "input");
+            inputs.push(Input {
+                path: normalizer.normalize(file),
+                hash: hashed.hash,
+            });
+        }
+        let env_deps: Vec<(String, Option<String>)> = info
+            .env
+            .iter()
+            .map(|(name, value)| {
+                let value = value.as_ref().map(|v| {
+                    if context::env_dep_is_path_root(name) {
+                        normalizer.normalize(v)
+                    } else {
+                        v.clone()
+                    }
+                });
+                (name.clone(), value)
+            })
+            .collect();
+        let cache_key = key::full_key(pre_key, &inputs, &env_deps);
+        let stdout =
+            String::from_utf8(compiled.stdout.clone()).context("rustc stdout is not UTF-8")?;
+        let stderr =
+            String::from_utf8(compiled.stderr.clone()).context("rustc stderr is not UTF-8")?;
+
+        let mut files = Vec::with_capacity(self.outputs.len());
+        let mut all_existed = true;
+        for output in &self.outputs {
+            let path = out_dir.join(&output.name);
+            let stored = match output.kind {
+                OutputKind::Immutable => self.store.put_file(&path, true)?,
+                OutputKind::Executable => self.store.put_file(&path, false)?,
+                OutputKind::DepInfo => self
+                    .store
+                    .put_bytes(normalizer.normalize(&dep_text).as_bytes())?,
+            };
+            all_existed &= stored.existed;
+            files.push(FileRecord {
+                name: output.name.clone(),
+                size: stored.size,
+                hash: stored.hash,
+                executable: output.kind == OutputKind::Executable,
+                kind: match output.kind {
+                    OutputKind::Immutable => "immutable",
+                    OutputKind::DepInfo => "dep-info",
+                    OutputKind::Executable => "executable",
+                }
+                .to_string(),
+            });
+        }
+        let meta = EntryMeta {
+            version: META_VERSION,
+            cache_key,
+            pre_key: pre_key.to_string(),
+            crate_name: inv.crate_name.clone(),
+            crate_types: inv
+                .crate_types
+                .iter()
+                .map(|t| t.as_str().to_string())
+                .collect(),
+            target: inv.target.clone().unwrap_or_else(|| "host".to_string()),
+            profile: profile(inv),
+            features: inv
+                .cfgs
+                .iter()
+                .filter_map(|c| c.strip_prefix("feature="))
+                .map(|f| f.trim_matches('"').to_string())
+                .collect(),
+            files,
+            stdout: normalizer.normalize(&stdout),
+            stderr: normalizer.normalize(&stderr),
+            compile_time_ms: compiled.elapsed.as_millis() as u64,
+            created: store::now(),
+            inputs,
+            env_deps,
+            components: builder.digests(),
+        };
+        self.store.commit_entry(&meta)?;
+        Ok((
+            if all_existed {
+                Outcome::Dup
+            } else {
+                Outcome::Miss
+            },
+            meta,
+        ))
+    }
+
+    /// Records the event and prints the progress line.
+    fn finish(
+        &self,
+        outcome: Outcome,
+        key: Option<&str>,
+        bytes: u64,
+        compile_ms: u64,
+        reason: Option<String>,
+    ) {
+        let elapsed = self.started.elapsed();
+        let event = Event {
+            ts_ms: events::now_ms(),
+            crate_name: self.invocation.crate_name.clone(),
+            cache_key: key.map(String::from),
+            outcome,
+            source: (outcome == Outcome::Hit).then(|| "local".to_string()),
+            elapsed_ms: elapsed.as_millis() as u64,
+            bytes,
+            compile_ms,
+            reason,
+        };
+        events::append(&self.config.cache_dir, &event);
+        let label = match outcome {
+            Outcome::Hit => "local hit",
+            Outcome::Dup => "dup",
+            Outcome::Miss => "miss",
+            Outcome::Passthrough => return,
+        };
+        let show = match self.config.progress {
+            Progress::Off => false,
+            Progress::Hits => outcome == Outcome::Hit,
+            Progress::All => true,
+        };
+        if show {
+            let size = if bytes > 0 {
+                format!(", {}", format_size(bytes))
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "[kache] {}: {label} ({}{size})",
+                self.invocation.crate_name,
+                format_duration(elapsed)
+            );
+        }
+    }
+}
+
+/// `debug` when optimisations are off, else `release`.
+fn profile(inv: &Invocation) -> String {
+    let optimised = inv.args.windows(2).any(|w| {
+        (w[0] == "-C" && w[1].starts_with("opt-level=") && w[1] != "opt-level=0")
+            || (w[0].starts_with("-Copt-level=") && w[0] != "-Copt-level=0")
+    });
+    if optimised { "release" } else { "debug" }.to_string()
+}
+
+/// `12ms`, `1.4s`.
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", duration.as_secs_f64())
+    }
+}

@@ -1,0 +1,56 @@
+//! Toolchain identity: the `rustc -vV` banner, remembered per rustc binary
+//! (path, size, mtime) so a hit never spawns a process to learn it.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::store::{Stat, Store};
+
+/// The `rustc -vV` output for `rustc`, from the index when its binary is unchanged.
+pub fn identity(store: &Store, rustc: &Path) -> Result<String> {
+    let resolved = resolve(rustc);
+    let meta =
+        std::fs::metadata(&resolved).with_context(|| format!("reading {}", resolved.display()))?;
+    let stat = Stat {
+        size: meta.len(),
+        mtime_ns: mtime_ns(&meta),
+        ino: meta.ino(),
+    };
+    let key = resolved.to_string_lossy();
+    if let Some(banner) = store.index.toolchain(&key, &stat)? {
+        return Ok(banner);
+    }
+    let output = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV")?;
+    if !output.status.success() {
+        bail!("rustc -vV failed with {}", output.status);
+    }
+    let banner = String::from_utf8(output.stdout).context("rustc -vV printed non-UTF-8")?;
+    store.index.remember_toolchain(&key, &stat, &banner)?;
+    Ok(banner)
+}
+
+/// A bare `rustc` is looked up on `PATH`, as the OS would.
+fn resolve(rustc: &Path) -> std::path::PathBuf {
+    if rustc.components().count() > 1 {
+        return rustc.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join(rustc))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| rustc.to_path_buf())
+}
+
+/// Modification time in nanoseconds since the epoch.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
