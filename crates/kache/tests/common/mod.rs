@@ -1,0 +1,190 @@
+//! Shared harness for the end-to-end tests: a private copy of the fixture
+//! workspace, a private cache directory, and real `cargo` runs through the
+//! real `kache` binary.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub const KACHE: &str = env!("CARGO_BIN_EXE_kache");
+
+/// The fixture: `fx-app` (bin + lib + integration test) → `fx-core` (warns,
+/// `include_str!`, `option_env!`, a feature) → `fx-gen` (build.rs writing to
+/// `OUT_DIR`), and `fx-macros` (a proc-macro).
+pub fn fixture_source() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/fx")
+}
+
+/// One test's world: a temp root holding project copies and a cache.
+pub struct World {
+    pub root: tempfile::TempDir,
+    pub cache: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+/// The result of one cargo run.
+pub struct Run {
+    pub output: Output,
+    pub events: Vec<Value>,
+}
+
+impl World {
+    pub fn new() -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        let cache = root.path().join("cache");
+        Self { root, cache, env: Vec::new() }
+    }
+
+    /// Copies the fixture to `<root>/<name>` and returns its path.
+    pub fn project(&self, name: &str) -> PathBuf {
+        let dest = self.root.path().join(name);
+        copy_dir(&fixture_source(), &dest);
+        dest
+    }
+
+    /// A command with the test's environment: kache as the wrapper, the
+    /// private cache, and nothing inherited that could change the build.
+    pub fn command(&self, program: &str, dir: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(dir);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("KACHE_") || name.starts_with("CARGO_") || name.starts_with("RUST") {
+                if name != "RUSTUP_HOME" && name != "CARGO_HOME" && name != "RUSTUP_TOOLCHAIN" {
+                    cmd.env_remove(&name);
+                }
+            }
+        }
+        cmd.env("RUSTC_WRAPPER", KACHE)
+            .env("KACHE_CACHE_DIR", &self.cache)
+            .env("KACHE_PROGRESS", "all")
+            .env("CARGO_TERM_COLOR", "never")
+            .env("CARGO_INCREMENTAL", "0")
+            .env("XDG_CONFIG_HOME", self.root.path().join("xdg"));
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `cargo <args>` in `dir` and returns its output and the events it
+    /// added to the log.
+    pub fn cargo(&self, dir: &Path, args: &[&str]) -> Run {
+        self.cargo_with(dir, args, &[])
+    }
+
+    pub fn cargo_with(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let before = self.events().len();
+        let mut cmd = self.command("cargo", dir);
+        cmd.args(args).arg("--offline");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let output = cmd.output().expect("run cargo");
+        let events = self.events().split_off(before);
+        Run { output, events }
+    }
+
+    /// Runs `kache <args>`.
+    pub fn kache(&self, args: &[&str]) -> Output {
+        self.command(KACHE, self.root.path()).args(args).output().expect("run kache")
+    }
+
+    /// Every event in the log.
+    pub fn events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.cache.join("events.jsonl")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Paths of every blob file in the store.
+    pub fn blobs(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let Ok(shards) = std::fs::read_dir(self.cache.join("store/blobs")) else { return out };
+        for shard in shards.flatten() {
+            for blob in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                out.push(blob.path());
+            }
+        }
+        out
+    }
+}
+
+impl Run {
+    /// Panics with cargo's stderr unless it succeeded.
+    pub fn ok(self) -> Self {
+        assert!(
+            self.output.status.success(),
+            "cargo failed:\n{}",
+            String::from_utf8_lossy(&self.output.stderr)
+        );
+        self
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).to_string()
+    }
+
+    /// `crate → [outcome, …]` for this run.
+    pub fn outcomes(&self) -> BTreeMap<String, Vec<String>> {
+        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for event in &self.events {
+            map.entry(event["crate_name"].as_str().unwrap_or_default().to_string())
+                .or_default()
+                .push(event["outcome"].as_str().unwrap_or_default().to_string());
+        }
+        map
+    }
+
+    /// The single cached outcome (hit, dup or miss) of `crate_name`, panicking
+    /// unless exactly one cacheable unit of that name ran. Passthrough events
+    /// (a bin or test harness sharing the crate name) are ignored.
+    pub fn outcome(&self, crate_name: &str) -> String {
+        let outcomes = self.outcomes();
+        let list: Vec<&String> = outcomes
+            .get(crate_name)
+            .unwrap_or_else(|| panic!("{crate_name} did not run: {outcomes:?}"))
+            .iter()
+            .filter(|o| *o != "passthrough")
+            .collect();
+        assert_eq!(list.len(), 1, "{crate_name}: expected one cached unit: {outcomes:?}");
+        list[0].clone()
+    }
+}
+
+/// Runs the fixture binary and returns its stdout line.
+pub fn run_app(project: &Path) -> String {
+    let output = Command::new(project.join("target/debug/fx-app")).output().expect("run fx-app");
+    assert!(output.status.success());
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The library crates of the fixture (rustc crate names).
+pub const LIBS: &[&str] = &["fx_gen", "fx_core", "fx_macros", "fx_app", "build_script_build"];
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for item in std::fs::read_dir(from).expect("read fixture") {
+        let item = item.expect("entry");
+        let name = item.file_name();
+        if name == "target" {
+            continue;
+        }
+        let dest = to.join(&name);
+        if item.file_type().expect("type").is_dir() {
+            copy_dir(&item.path(), &dest);
+        } else {
+            std::fs::copy(item.path(), &dest).expect("copy");
+        }
+    }
+}
+
+/// Replaces `from` with `to` in a project file.
+pub fn edit(project: &Path, file: &str, from: &str, to: &str) {
+    let path = project.join(file);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(text.contains(from), "{file} does not contain {from:?}");
+    std::fs::write(&path, text.replace(from, to)).expect("write");
+}
