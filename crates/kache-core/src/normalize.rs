@@ -48,12 +48,12 @@ impl PathNormalizer {
         let mut rest = text;
         'outer: while !rest.is_empty() {
             for (prefix, sentinel) in &self.roots {
-                if let Some(after) = rest.strip_prefix(prefix.as_str()) {
-                    if after.chars().next().is_none_or(is_boundary) {
-                        out.push_str(sentinel);
-                        rest = after;
-                        continue 'outer;
-                    }
+                if let Some(after) = rest.strip_prefix(prefix.as_str())
+                    && after.chars().next().is_none_or(is_boundary)
+                {
+                    out.push_str(sentinel);
+                    rest = after;
+                    continue 'outer;
                 }
             }
             let ch = rest.chars().next().expect("rest is not empty");

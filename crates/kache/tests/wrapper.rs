@@ -5,7 +5,7 @@ mod common;
 
 use common::{LIBS, World, edit, run_app};
 
-const EXPECTED: &str = "hello v0.1.0 alpha/none | answer=42";
+use common::EXPECTED_LINE as EXPECTED;
 
 #[test]
 fn clean_rebuild_hits_every_cacheable_unit_and_prints_the_same() {
@@ -27,7 +27,11 @@ fn clean_rebuild_hits_every_cacheable_unit_and_prints_the_same() {
     let app = warm.outcomes();
     assert!(app["fx_app"].contains(&"hit".to_string()));
     assert_eq!(run_app(&project), EXPECTED);
-    assert!(warm.stderr().contains("[kache] fx_core: local hit ("), "{}", warm.stderr());
+    assert!(
+        warm.stderr().contains("[kache] fx_core: local hit ("),
+        "{}",
+        warm.stderr()
+    );
 }
 
 #[test]
@@ -39,8 +43,16 @@ fn warnings_are_shown_on_a_hit() {
     world.cargo(&project, &["clean"]).ok();
     let warm = world.cargo(&project, &["build"]).ok();
     assert_eq!(warm.outcome("fx_core"), "hit");
-    assert!(warm.stderr().contains("unused variable: `unused_on_purpose`"), "{}", warm.stderr());
-    assert!(warm.stderr().contains("core/src/lib.rs"), "the warning points at the source");
+    assert!(
+        warm.stderr()
+            .contains("unused variable: `unused_on_purpose`"),
+        "{}",
+        warm.stderr()
+    );
+    assert!(
+        warm.stderr().contains("core/src/lib.rs"),
+        "the warning points at the source"
+    );
 }
 
 /// Builds, applies `change`, checks the new output and which crates missed,
@@ -62,16 +74,26 @@ fn assert_change_rebuilds(
     assert_eq!(run_app(&project), expected, "{:?}", changed.outcomes());
     for name in must_miss {
         let outcomes = changed.outcomes();
-        let list = outcomes.get(*name).unwrap_or_else(|| panic!("{name} did not rebuild: {outcomes:?}"));
+        let list = outcomes
+            .get(*name)
+            .unwrap_or_else(|| panic!("{name} did not rebuild: {outcomes:?}"));
         let cached: Vec<_> = list.iter().filter(|o| *o != "passthrough").collect();
-        assert!(!cached.is_empty() && cached.iter().all(|o| *o == "miss" || *o == "dup"), "{name}: {list:?}");
+        assert!(
+            !cached.is_empty() && cached.iter().all(|o| *o == "miss" || *o == "dup"),
+            "{name}: {list:?}"
+        );
     }
 
     revert(&world, &project);
     world.cargo(&project, &["clean"]).ok();
     let back = world.cargo(&project, &["build"]).ok();
     for lib in LIBS {
-        assert_eq!(back.outcome(lib), "hit", "{lib} after revert: {:?}", back.outcomes());
+        assert_eq!(
+            back.outcome(lib),
+            "hit",
+            "{lib} after revert: {:?}",
+            back.outcomes()
+        );
     }
     assert_eq!(run_app(&project), EXPECTED, "nothing stale after reverting");
 }
@@ -79,8 +101,22 @@ fn assert_change_rebuilds(
 #[test]
 fn editing_a_source_file_rebuilds_it() {
     assert_change_rebuilds(
-        |_, p| edit(p, "core/src/lib.rs", "GREETING.trim()", "GREETING.trim().replace('h', \"j\")"),
-        |_, p| edit(p, "core/src/lib.rs", "GREETING.trim().replace('h', \"j\")", "GREETING.trim()"),
+        |_, p| {
+            edit(
+                p,
+                "core/src/lib.rs",
+                "GREETING.trim()",
+                "GREETING.trim().replace('h', \"j\")",
+            )
+        },
+        |_, p| {
+            edit(
+                p,
+                "core/src/lib.rs",
+                "GREETING.trim().replace('h', \"j\")",
+                "GREETING.trim()",
+            )
+        },
         &[],
         "jello v0.1.0 alpha/none | answer=42",
         &["fx_core"],
@@ -111,9 +147,13 @@ fn editing_an_included_file_rebuilds() {
 
 #[test]
 fn changing_an_env_value_rebuilds() {
-    assert_change_rebuilds(|_, _| {}, |_, _| {}, &[("FX_SUFFIX", "set")], "hello v0.1.0 alpha/set | answer=42", &[
-        "fx_core",
-    ]);
+    assert_change_rebuilds(
+        |_, _| {},
+        |_, _| {},
+        &[("FX_SUFFIX", "set")],
+        "hello v0.1.0 alpha/set | answer=42",
+        &["fx_core"],
+    );
 }
 
 #[test]
@@ -132,14 +172,18 @@ fn toggling_a_feature_rebuilds_and_both_variants_are_cached() {
     let world = World::new();
     let project = world.project("p");
     world.cargo(&project, &["build"]).ok();
-    let shout = world.cargo(&project, &["build", "--features", "shout"]).ok();
+    let shout = world
+        .cargo(&project, &["build", "--features", "shout"])
+        .ok();
     assert_eq!(shout.outcome("fx_core"), "miss");
     assert_eq!(run_app(&project), "HELLO V0.1.0 ALPHA/NONE | answer=42");
     world.cargo(&project, &["clean"]).ok();
     let quiet = world.cargo(&project, &["build"]).ok();
     assert_eq!(quiet.outcome("fx_core"), "hit");
     assert_eq!(run_app(&project), EXPECTED);
-    let loud = world.cargo(&project, &["build", "--features", "shout"]).ok();
+    let loud = world
+        .cargo(&project, &["build", "--features", "shout"])
+        .ok();
     assert_eq!(loud.outcome("fx_core"), "hit");
     assert_eq!(run_app(&project), "HELLO V0.1.0 ALPHA/NONE | answer=42");
 }
@@ -152,12 +196,20 @@ fn a_check_entry_never_serves_a_build() {
     assert_eq!(check.outcome("fx_core"), "miss");
     let build = world.cargo(&project, &["build"]).ok();
     for lib in ["fx_core", "fx_gen", "fx_app"] {
-        assert_ne!(build.outcome(lib), "hit", "{lib} must not be served by a check entry");
+        assert_ne!(
+            build.outcome(lib),
+            "hit",
+            "{lib} must not be served by a check entry"
+        );
     }
     assert_eq!(run_app(&project), EXPECTED);
     world.cargo(&project, &["clean"]).ok();
     let check_again = world.cargo(&project, &["check"]).ok();
-    assert_eq!(check_again.outcome("fx_core"), "hit", "the check entry still serves checks");
+    assert_eq!(
+        check_again.outcome("fx_core"),
+        "hit",
+        "the check entry still serves checks"
+    );
 }
 
 #[test]
@@ -175,7 +227,10 @@ fn the_same_project_in_another_directory_hits() {
     let deps = std::fs::read_dir(second.join("target/debug/deps")).unwrap();
     let dep_info = deps
         .flatten()
-        .find(|e| e.file_name().to_string_lossy().starts_with("fx_core-") && e.file_name().to_string_lossy().ends_with(".d"))
+        .find(|e| {
+            e.file_name().to_string_lossy().starts_with("fx_core-")
+                && e.file_name().to_string_lossy().ends_with(".d")
+        })
         .expect("fx_core dep-info");
     let text = std::fs::read_to_string(dep_info.path()).unwrap();
     assert!(text.contains(second.to_str().unwrap()), "{text}");
@@ -192,7 +247,11 @@ fn racing_builds_on_one_store_both_succeed_and_compile_each_key_once() {
     let a = world.project("a");
     let b = world.project("b");
     let spawn = |dir: &std::path::Path| {
-        world.command("cargo", dir).args(["build", "--offline"]).spawn().expect("spawn cargo")
+        world
+            .command("cargo", dir)
+            .args(["build", "--offline"])
+            .spawn()
+            .expect("spawn cargo")
     };
     let (mut first, mut second) = (spawn(&a), spawn(&b));
     assert!(first.wait().unwrap().success());
@@ -202,11 +261,17 @@ fn racing_builds_on_one_store_both_succeed_and_compile_each_key_once() {
     let mut misses = std::collections::BTreeMap::<String, usize>::new();
     for event in world.events() {
         if event["outcome"] == "miss" {
-            *misses.entry(event["crate_name"].as_str().unwrap().to_string()).or_default() += 1;
+            *misses
+                .entry(event["crate_name"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
     }
     for lib in ["fx_core", "fx_gen", "fx_macros"] {
-        assert_eq!(misses.get(lib), Some(&1), "{lib} compiled once, restored once: {misses:?}");
+        assert_eq!(
+            misses.get(lib),
+            Some(&1),
+            "{lib} compiled once, restored once: {misses:?}"
+        );
     }
 }
 
@@ -219,7 +284,10 @@ fn integration_tests_build_and_pass_with_cached_libraries() {
     let again = world.cargo(&project, &["test"]).ok();
     assert_eq!(again.outcome("fx_core"), "hit");
     let stdout = String::from_utf8_lossy(&again.output.stdout);
-    assert!(stdout.contains("test line_mentions_the_answer ... ok"), "{stdout}");
+    assert!(
+        stdout.contains("test line_mentions_the_answer ... ok"),
+        "{stdout}"
+    );
     // Test harnesses are user-facing executables: not cached by default.
     assert!(again.events.iter().any(|e| e["outcome"] == "passthrough"));
 }
@@ -227,14 +295,24 @@ fn integration_tests_build_and_pass_with_cached_libraries() {
 #[test]
 fn executables_are_cached_only_when_asked() {
     let mut world = World::new();
-    world.env.push(("KACHE_CACHE_EXECUTABLES".into(), "1".into()));
+    world
+        .env
+        .push(("KACHE_CACHE_EXECUTABLES".into(), "1".into()));
     let project = world.project("p");
     let cold = world.cargo(&project, &["build"]).ok();
     assert!(cold.outcomes()["fx_app"].iter().all(|o| o == "miss"));
     world.cargo(&project, &["clean"]).ok();
     let warm = world.cargo(&project, &["build"]).ok();
-    assert!(warm.outcomes()["fx_app"].iter().all(|o| o == "hit"), "{:?}", warm.outcomes());
-    assert_eq!(run_app(&project), EXPECTED, "a restored binary is executable and runs");
+    assert!(
+        warm.outcomes()["fx_app"].iter().all(|o| o == "hit"),
+        "{:?}",
+        warm.outcomes()
+    );
+    assert_eq!(
+        run_app(&project),
+        EXPECTED,
+        "a restored binary is executable and runs"
+    );
 }
 
 #[test]
@@ -258,9 +336,20 @@ fn progress_hits_prints_only_hit_lines() {
     world.cargo(&project, &["clean"]).ok();
     let warm = world.cargo(&project, &["build"]).ok();
     let stderr = warm.stderr();
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("[kache] ")).collect();
-    assert!(lines.iter().any(|l| l.starts_with("[kache] fx_gen: local hit (") && l.ends_with(')')), "{lines:?}");
-    assert!(lines.iter().all(|l| l.contains(": local hit (")), "{lines:?}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("[kache] "))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[kache] fx_gen: local hit (") && l.ends_with(')')),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains(": local hit (")),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -269,7 +358,10 @@ fn a_wrong_toolchain_state_or_unusable_store_never_fails_the_build() {
     // A cache directory that cannot be created: a regular file is in the way.
     let blocker = world.root.path().join("not-a-dir");
     std::fs::write(&blocker, "x").unwrap();
-    world.env.push(("KACHE_CACHE_DIR".into(), blocker.join("cache").to_string_lossy().into()));
+    world.env.push((
+        "KACHE_CACHE_DIR".into(),
+        blocker.join("cache").to_string_lossy().into(),
+    ));
     let project = world.project("p");
     world.cargo(&project, &["build"]).ok();
     assert_eq!(run_app(&project), EXPECTED);
@@ -283,7 +375,16 @@ fn a_build_without_kache_after_kache_restored_files_still_works() {
     world.cargo(&project, &["clean"]).ok();
     world.cargo(&project, &["build"]).ok();
     edit(&project, "core/greeting.txt", "hello", "plain");
-    let plain = world.command("cargo", &project).env_remove("RUSTC_WRAPPER").args(["build", "--offline"]).output().unwrap();
-    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    let plain = world
+        .command("cargo", &project)
+        .env_remove("RUSTC_WRAPPER")
+        .args(["build", "--offline"])
+        .output()
+        .unwrap();
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
     assert_eq!(run_app(&project), "plain v0.1.0 alpha/none | answer=42");
 }

@@ -36,9 +36,9 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
                 .cmp(&b.crate_name)
                 .then(b.created.cmp(&a.created))
         }),
-        Sort::Size => rows.sort_by(|a, b| b.size.cmp(&a.size)),
-        Sort::Hits => rows.sort_by(|a, b| b.hits.cmp(&a.hits)),
-        Sort::Age => rows.sort_by(|a, b| b.created.cmp(&a.created)),
+        Sort::Size => rows.sort_by_key(|r| std::cmp::Reverse(r.size)),
+        Sort::Hits => rows.sort_by_key(|r| std::cmp::Reverse(r.hits)),
+        Sort::Age => rows.sort_by_key(|r| std::cmp::Reverse(r.created)),
     }
     println!(
         "{:<32} {:<16} {:>10} {:>6} {:>6} {:>9}",

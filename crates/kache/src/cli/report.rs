@@ -118,7 +118,7 @@ pub fn summarize(events: &[Event], top: usize) -> Summary {
         if by_count {
             lines.sort_by(|a, b| b.count.cmp(&a.count).then(b.ms.cmp(&a.ms)));
         } else {
-            lines.sort_by(|a, b| b.ms.cmp(&a.ms));
+            lines.sort_by_key(|l| std::cmp::Reverse(l.ms));
         }
         lines.truncate(top);
         lines

@@ -82,11 +82,10 @@ impl Store {
     pub fn remove_unused_blobs(&self) -> Result<(u64, u64)> {
         let mut removed = (0, 0);
         for blob in self.list_blobs()? {
-            if blob.temp || !self.index.blob_in_use(&blob.hash)? {
-                if std::fs::remove_file(&blob.path).is_ok() {
-                    removed.0 += 1;
-                    removed.1 += blob.size;
-                }
+            let unused = blob.temp || !self.index.blob_in_use(&blob.hash)?;
+            if unused && std::fs::remove_file(&blob.path).is_ok() {
+                removed.0 += 1;
+                removed.1 += blob.size;
             }
         }
         Ok(removed)

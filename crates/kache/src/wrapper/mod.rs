@@ -501,6 +501,7 @@ impl<'a> Session<'a> {
                 .to_string(),
             });
         }
+        fault_point("after-blobs");
         let meta = EntryMeta {
             version: META_VERSION,
             cache_key,
@@ -583,6 +584,18 @@ impl<'a> Session<'a> {
                 self.invocation.crate_name,
                 format_duration(elapsed)
             );
+        }
+    }
+}
+
+/// Fault injection for the crash-safety tests: with `KACHE_FAULT=<point>`
+/// the process kills itself with SIGKILL at that point, as an OOM killer or
+/// a cancelled CI job would.
+fn fault_point(point: &str) {
+    if std::env::var("KACHE_FAULT").is_ok_and(|v| v == point) {
+        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
 }

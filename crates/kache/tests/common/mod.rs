@@ -36,7 +36,11 @@ impl World {
     pub fn new() -> Self {
         let root = tempfile::tempdir().expect("tempdir");
         let cache = root.path().join("cache");
-        Self { root, cache, env: Vec::new() }
+        Self {
+            root,
+            cache,
+            env: Vec::new(),
+        }
     }
 
     /// Copies the fixture to `<root>/<name>` and returns its path.
@@ -52,10 +56,13 @@ impl World {
         let mut cmd = Command::new(program);
         cmd.current_dir(dir);
         for (name, _) in std::env::vars() {
-            if name.starts_with("KACHE_") || name.starts_with("CARGO_") || name.starts_with("RUST") {
-                if name != "RUSTUP_HOME" && name != "CARGO_HOME" && name != "RUSTUP_TOOLCHAIN" {
-                    cmd.env_remove(&name);
-                }
+            let build_env = name.starts_with("KACHE_")
+                || name.starts_with("CARGO_")
+                || name.starts_with("RUST");
+            let toolchain_env =
+                ["RUSTUP_HOME", "CARGO_HOME", "RUSTUP_TOOLCHAIN"].contains(&name.as_str());
+            if build_env && !toolchain_env {
+                cmd.env_remove(&name);
             }
         }
         cmd.env("RUSTC_WRAPPER", KACHE)
@@ -90,21 +97,32 @@ impl World {
 
     /// Runs `kache <args>`.
     pub fn kache(&self, args: &[&str]) -> Output {
-        self.command(KACHE, self.root.path()).args(args).output().expect("run kache")
+        self.command(KACHE, self.root.path())
+            .args(args)
+            .output()
+            .expect("run kache")
     }
 
     /// Every event in the log.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.cache.join("events.jsonl")).unwrap_or_default();
-        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Paths of every blob file in the store.
     pub fn blobs(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        let Ok(shards) = std::fs::read_dir(self.cache.join("store/blobs")) else { return out };
+        let Ok(shards) = std::fs::read_dir(self.cache.join("store/blobs")) else {
+            return out;
+        };
         for shard in shards.flatten() {
-            for blob in std::fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+            for blob in std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 out.push(blob.path());
             }
         }
@@ -149,20 +167,32 @@ impl Run {
             .iter()
             .filter(|o| *o != "passthrough")
             .collect();
-        assert_eq!(list.len(), 1, "{crate_name}: expected one cached unit: {outcomes:?}");
+        assert_eq!(
+            list.len(),
+            1,
+            "{crate_name}: expected one cached unit: {outcomes:?}"
+        );
         list[0].clone()
     }
 }
 
 /// Runs the fixture binary and returns its stdout line.
 pub fn run_app(project: &Path) -> String {
-    let output = Command::new(project.join("target/debug/fx-app")).output().expect("run fx-app");
+    let output = Command::new(project.join("target/debug/fx-app"))
+        .output()
+        .expect("run fx-app");
     assert!(output.status.success());
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// The library crates of the fixture (rustc crate names).
-pub const LIBS: &[&str] = &["fx_gen", "fx_core", "fx_macros", "fx_app", "build_script_build"];
+pub const LIBS: &[&str] = &[
+    "fx_gen",
+    "fx_core",
+    "fx_macros",
+    "fx_app",
+    "build_script_build",
+];
 
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
@@ -188,3 +218,6 @@ pub fn edit(project: &Path, file: &str, from: &str, to: &str) {
     assert!(text.contains(from), "{file} does not contain {from:?}");
     std::fs::write(&path, text.replace(from, to)).expect("write");
 }
+
+/// What the unmodified fixture binary prints.
+pub const EXPECTED_LINE: &str = "hello v0.1.0 alpha/none | answer=42";

@@ -1,0 +1,247 @@
+//! The command line over a real store filled by real cargo builds.
+
+mod common;
+
+use common::{EXPECTED_LINE, World, run_app};
+
+fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn kache_alone_prints_help_and_bad_input_gets_a_one_line_reason() {
+    let world = World::new();
+    let help = world.kache(&[]);
+    assert!(text(&help).contains("Usage: kache"), "{}", text(&help));
+    for sub in [
+        "init", "stats", "list", "why-miss", "report", "gc", "purge", "doctor",
+    ] {
+        let out = world.kache(&[sub, "--help"]);
+        assert!(out.status.success(), "{sub} --help");
+        assert!(text(&out).contains("Usage: kache"), "{sub}");
+    }
+    let bad = world.kache(&["stats", "--since", "yesterday-ish"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("not a duration"), "{}", text(&bad));
+}
+
+#[test]
+fn a_flipped_byte_is_caught_by_checksums_and_removed_by_repair() {
+    let world = World::new();
+    let project = world.project("p");
+    world.cargo(&project, &["build"]).ok();
+    let clean = world.kache(&["doctor", "--verify", "--checksums"]);
+    assert!(clean.status.success(), "{}", text(&clean));
+
+    // Flip one byte in the largest blob (a proc-macro or rlib).
+    let mut blobs = world.blobs();
+    blobs.sort_by_key(|b| std::fs::metadata(b).unwrap().len());
+    let victim = blobs.last().unwrap();
+    let mut perms = std::fs::metadata(victim).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(victim, perms).unwrap();
+    let mut bytes = std::fs::read(victim).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(victim, &bytes).unwrap();
+
+    let sizes_only = world.kache(&["doctor", "--verify"]);
+    assert!(
+        sizes_only.status.success(),
+        "a same-size flip needs --checksums: {}",
+        text(&sizes_only)
+    );
+    let caught = world.kache(&["doctor", "--verify", "--checksums"]);
+    assert!(!caught.status.success());
+    assert!(text(&caught).contains("is corrupt"), "{}", text(&caught));
+    let repaired = world.kache(&["doctor", "--repair", "--checksums"]);
+    assert!(repaired.status.success(), "{}", text(&repaired));
+    assert!(!victim.exists(), "the corrupt blob is gone");
+    let after = world.kache(&["doctor", "--verify", "--checksums"]);
+    assert!(after.status.success(), "{}", text(&after));
+
+    // The entry that used it is gone too: the next build compiles it again.
+    world.cargo(&project, &["clean"]).ok();
+    let rebuilt = world.cargo(&project, &["build"]).ok();
+    assert!(rebuilt.events.iter().any(|e| e["outcome"] == "miss"));
+    assert_eq!(run_app(&project), EXPECTED_LINE);
+}
+
+#[test]
+fn a_wrapper_killed_mid_store_leaves_the_store_usable() {
+    let world = World::new();
+    let project = world.project("p");
+    let killed = world.cargo_with(&project, &["build"], &[("KACHE_FAULT", "after-blobs")]);
+    assert!(!killed.output.status.success(), "the kill fails that build");
+    assert!(
+        !world.blobs().is_empty(),
+        "blobs were written before the kill"
+    );
+
+    let next = world.cargo(&project, &["build"]).ok();
+    assert_eq!(run_app(&project), EXPECTED_LINE);
+    assert!(
+        next.events.iter().all(|e| e["outcome"] != "hit"),
+        "no entry was committed by the killed run"
+    );
+    let verify = world.kache(&["doctor", "--verify", "--checksums"]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    world.cargo(&project, &["clean"]).ok();
+    let warm = world.cargo(&project, &["build"]).ok();
+    assert_eq!(warm.outcome("fx_core"), "hit");
+}
+
+#[test]
+fn why_miss_names_the_changed_component() {
+    let world = World::new();
+    let project = world.project("p");
+    world.cargo(&project, &["build"]).ok();
+    world
+        .cargo_with(&project, &["build"], &[("RUSTFLAGS", "-C opt-level=1")])
+        .ok();
+    let out = world.kache(&["why-miss", "fx_core"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("codegen: changed"), "{}", text(&out));
+
+    common::edit(&project, "core/greeting.txt", "hello", "hey");
+    world.cargo(&project, &["build"]).ok();
+    let out = world.kache(&["why-miss", "fx_core"]);
+    assert!(
+        text(&out).contains("greeting.txt changed"),
+        "{}",
+        text(&out)
+    );
+
+    let unknown = world.kache(&["why-miss", "no_such_crate"]);
+    assert!(!unknown.status.success());
+}
+
+#[test]
+fn stats_list_and_report_describe_what_happened() {
+    let world = World::new();
+    let project = world.project("p");
+    world.cargo(&project, &["build"]).ok();
+    world.cargo(&project, &["clean"]).ok();
+    world.cargo(&project, &["build"]).ok();
+
+    let stats = text(&world.kache(&["stats", "--since", "1h"]));
+    assert!(stats.contains("hits: 5"), "{stats}");
+    assert!(stats.contains("misses: 5"), "{stats}");
+
+    let list = text(&world.kache(&["list", "fx_core", "--sort", "size"]));
+    assert_eq!(
+        list.lines().filter(|l| l.starts_with("fx_core ")).count(),
+        1,
+        "{list}"
+    );
+    let all = text(&world.kache(&["list", "--sort", "hits"]));
+    assert_eq!(all.lines().count(), 6, "header and five entries: {all}");
+
+    let json = world.kache(&["report", "--format", "json", "--top", "2"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json report");
+    assert_eq!(report["hits"], 5);
+    assert_eq!(report["slowest_misses"].as_array().unwrap().len(), 2);
+    let md_path = world.root.path().join("report.md");
+    let md = world.kache(&[
+        "report",
+        "--format",
+        "markdown",
+        "--output",
+        md_path.to_str().unwrap(),
+    ]);
+    assert!(md.status.success());
+    let markdown = std::fs::read_to_string(md_path).unwrap();
+    assert!(markdown.contains("| Hits | 5 |"), "{markdown}");
+    let github = world.root.path().join("summary.md");
+    std::fs::write(&github, "earlier step\n").unwrap();
+    let gh = world
+        .command(common::KACHE, world.root.path())
+        .args(["report", "--format", "github"])
+        .env("GITHUB_STEP_SUMMARY", &github)
+        .output()
+        .unwrap();
+    assert!(gh.status.success());
+    let summary = std::fs::read_to_string(github).unwrap();
+    assert!(
+        summary.starts_with("earlier step\n## kache build report"),
+        "appends: {summary}"
+    );
+}
+
+#[test]
+fn gc_and_purge_remove_entries_and_their_unused_blobs() {
+    let world = World::new();
+    let project = world.project("p");
+    world.cargo(&project, &["build"]).ok();
+    let before = world.blobs().len();
+    let purge = world.kache(&["purge", "--crate-name", "fx_macros"]);
+    assert!(purge.status.success(), "{}", text(&purge));
+    assert!(
+        text(&purge).contains("removed 1 entries"),
+        "{}",
+        text(&purge)
+    );
+    assert!(world.blobs().len() < before);
+    let list = text(&world.kache(&["list"]));
+    assert!(!list.contains("fx_macros"));
+
+    let gc = world
+        .command(common::KACHE, world.root.path())
+        .args(["gc"])
+        .env("KACHE_MAX_SIZE", "1")
+        .output()
+        .unwrap();
+    assert!(gc.status.success(), "{}", text(&gc));
+    assert!(
+        world.blobs().is_empty(),
+        "everything over a 1-byte budget is collected"
+    );
+    assert!(text(&world.kache(&["list"])).contains("(no entries)"));
+    // The project still builds and runs after its cache vanished.
+    world.cargo(&project, &["clean"]).ok();
+    world.cargo(&project, &["build"]).ok();
+    assert_eq!(run_app(&project), EXPECTED_LINE);
+
+    let aged = world.kache(&["gc", "--max-age", "0s"]);
+    assert!(aged.status.success());
+}
+
+#[test]
+fn init_configures_cargo_idempotently() {
+    let world = World::new();
+    let cargo_home = world.root.path().join("cargo-home");
+    let run = |args: &[&str]| {
+        world
+            .command(common::KACHE, world.root.path())
+            .args(args)
+            .env("CARGO_HOME", &cargo_home)
+            .output()
+            .unwrap()
+    };
+    let check = run(&["init", "--check"]);
+    assert!(!check.status.success());
+    let first = run(&["init", "-y"]);
+    assert!(first.status.success(), "{}", text(&first));
+    let config = std::fs::read_to_string(cargo_home.join("config.toml")).unwrap();
+    assert!(
+        config.contains("[build]") && config.contains("rustc-wrapper"),
+        "{config}"
+    );
+    let second = run(&["init", "-y"]);
+    assert!(text(&second).contains("already configured"));
+    assert_eq!(
+        std::fs::read_to_string(cargo_home.join("config.toml")).unwrap(),
+        config
+    );
+    assert!(run(&["init", "--check"]).status.success());
+    let no_tty = run(&["init"]);
+    assert!(
+        no_tty.status.success(),
+        "already configured needs no confirmation"
+    );
+}
