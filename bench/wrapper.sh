@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): a realistic 60+ crate project from crates.io
+# (axum + tokio + serde + clap + tracing), measured side by side in one run:
+#   cold-with-kache / cold-plain, warm-after-clean / cold-plain,
+#   median wrapper time per hit, and the extra disk a second checkout's warm
+#   build costs relative to its target/.
+# Usage: bash bench/wrapper.sh   (work files go to bench/work, git-ignored)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$root/bench/work"
+rm -rf "$work"; mkdir -p "$work"
+
+cargo build --quiet --release --locked -p kache --manifest-path "$root/Cargo.toml"
+kache="$root/target/release/kache"
+
+mkdir -p "$work/app/src"
+cat > "$work/app/Cargo.toml" <<'TOML'
+[package]
+name = "bench-app"
+version = "0.1.0"
+edition = "2021"
+
+[dependencies]
+axum = "0.8"
+tokio = { version = "1", features = ["full"] }
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+clap = { version = "4", features = ["derive"] }
+tracing = "0.1"
+tracing-subscriber = "0.3"
+
+# Not part of the kache workspace above it.
+[workspace]
+TOML
+cat > "$work/app/src/main.rs" <<'RS'
+use axum::{Json, Router, routing::get};
+use clap::Parser;
+use serde::Serialize;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: String,
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt::init();
+    let args = Args::parse();
+    let app: Router = Router::new().route("/", get(|| async { Json(Health { status: "ok" }) }));
+    let listener = tokio::net::TcpListener::bind(&args.bind).await.unwrap();
+    tracing::info!("listening on {}", listener.local_addr().unwrap());
+    let _ = app;
+}
+RS
+cd "$work/app"
+cargo generate-lockfile --quiet
+cargo fetch --quiet
+cp -r "$work/app" "$work/app2"
+crates=$(cargo tree --prefix none --edges normal,build | sort -u | wc -l)
+
+now() { date +%s.%N; }
+timed() { local t0; t0=$(now); "$@" >/dev/null 2>&1; awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b-a }'; }
+
+export CARGO_INCREMENTAL=0
+echo "project: $crates crates"
+plain=$(CARGO_TARGET_DIR="$work/t-plain" timed cargo build --offline)
+echo "cold plain cargo:        ${plain}s"
+
+export KACHE_CACHE_DIR="$work/cache"
+export RUSTC_WRAPPER="$kache"
+cold=$(timed cargo build --offline)
+echo "cold with kache:         ${cold}s"
+cargo clean --quiet
+lines_before=$(wc -l < "$KACHE_CACHE_DIR/events.jsonl")
+warm=$(timed cargo build --offline)
+echo "warm after cargo clean:  ${warm}s"
+median=$(tail -n +"$((lines_before + 1))" "$KACHE_CACHE_DIR/events.jsonl" \
+    | grep '"outcome":"hit"' | sed 's/.*"elapsed_ms":\([0-9]*\).*/\1/' | sort -n \
+    | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "n/a" }')
+hits=$(tail -n +"$((lines_before + 1))" "$KACHE_CACHE_DIR/events.jsonl" | grep -c '"outcome":"hit"' || true)
+
+before=$(du -sbc "$KACHE_CACHE_DIR" "$work/app/target" | tail -1 | cut -f1)
+(cd "$work/app2" && cargo build --offline >/dev/null 2>&1)
+after=$(du -sbc "$KACHE_CACHE_DIR" "$work/app/target" "$work/app2/target" | tail -1 | cut -f1)
+second=$(du -sb "$work/app2/target" | cut -f1)
+one=$(du -sb "$work/t-plain" | cut -f1)
+
+awk -v plain="$plain" -v cold="$cold" -v warm="$warm" -v median="$median" -v hits="$hits" \
+    -v extra="$((after - before))" -v second="$second" -v total="$after" -v one="$one" 'BEGIN {
+    printf "\n%-44s %6.2f  (goal <= 1.05)\n", "cold-with-kache / cold-plain:", cold / plain
+    printf "%-44s %6.2f  (goal <= 0.25)\n", "warm-after-clean / cold-plain:", warm / plain
+    printf "%-44s %6s ms over %d hits (goal <= 10)\n", "median wrapper time per hit:", median, hits
+    printf "%-44s %6.1f%% (goal <= 10%%)\n", "second checkout extra disk / its target/:", 100 * extra / second
+    printf "%-44s %6.2fx (goal <= 1.25)\n", "store + two targets / one plain target/:", total / one
+}'
