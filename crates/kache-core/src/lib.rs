@@ -10,4 +10,5 @@ pub mod key;
 pub mod manifest;
 pub mod meta;
 pub mod normalize;
+pub mod plan;
 pub mod size;

@@ -1,0 +1,443 @@
+//! Prefetch planning: the planner's HTTP wire types and the pure logic that
+//! turns a build intent into ranked candidates.
+//!
+//! Sources are merged by confidence. First the *exact* source: artifacts seen
+//! under the intent's namespace for the very `name@version` packages of its
+//! `Cargo.lock` (legacy seed mappings, and ingested shards whose hash equals
+//! the hash of one of the intent's shard buckets). Then per-crate *history*
+//! for crates still unresolved, then *any known key* for the crate. A crate
+//! resolved by a stronger source is not offered again by a weaker one.
+//! Candidates follow the intent's crate order and no key appears twice.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{shard_bucket, shard_hash};
+
+/// `POST /v{1,2}/prefetch-plan` body. Every field is optional; unknown fields
+/// are ignored so newer clients keep working.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildIntent {
+    /// Crates in the order the build will need them (dependencies first).
+    #[serde(default)]
+    pub crate_names: Vec<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `[name, version]` pairs from `Cargo.lock`.
+    #[serde(default)]
+    pub cargo_lock_deps: Vec<(String, String)>,
+}
+
+/// What the client should do with a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Disposition {
+    /// Fetch the candidates, in order.
+    Execute,
+    /// The planner cannot help: prefetch by `Cargo.lock` as if it were absent.
+    UseFallback,
+    /// Fetch nothing.
+    DoNothing,
+}
+
+/// The plan returned to the client. Only `disposition` is required.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefetchPlan {
+    #[serde(default)]
+    pub plan_id: String,
+    #[serde(default)]
+    pub planner: String,
+    pub disposition: Disposition,
+    #[serde(default)]
+    pub candidates: Vec<PlanCandidate>,
+    /// Why the plan falls back (`no_state`, `no_candidates`,
+    /// `planning_error`); absent on `execute`. An addition to the contract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One artifact worth fetching.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PlanCandidate {
+    pub cache_key: String,
+    pub crate_name: String,
+}
+
+/// What the planner knows about one artifact in one context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub cache_key: String,
+    pub crate_name: String,
+    pub seen_count: u64,
+    /// Milliseconds since the Unix epoch.
+    pub last_seen_ms: u64,
+}
+
+/// The state a plan is computed from. Implemented by the service's state and,
+/// later, by the client's local fallback planner.
+pub trait PlanSource {
+    type Error;
+    /// True when nothing at all is known: plans fall back with `no_state`.
+    fn is_empty(&self) -> Result<bool, Self::Error>;
+    /// Artifacts seen in `namespace` for exactly `name@version`.
+    fn exact_dep(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Vec<Known>, Self::Error>;
+    /// Artifacts of the shard `shard_hash` ingested for `namespace`.
+    fn shard(&self, namespace: &str, shard_hash: &str) -> Result<Vec<Known>, Self::Error>;
+    /// Artifacts recorded in build history for a crate.
+    fn history(&self, crate_name: &str) -> Result<Vec<Known>, Self::Error>;
+    /// Any key known for a crate.
+    fn known_keys(&self, crate_name: &str) -> Result<Vec<Known>, Self::Error>;
+}
+
+/// Why a plan could not execute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    NoState,
+    NoCandidates,
+    PlanningError,
+}
+
+impl Fallback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoState => "no_state",
+            Self::NoCandidates => "no_candidates",
+            Self::PlanningError => "planning_error",
+        }
+    }
+}
+
+/// The result of planning, before the service adds `plan_id` and `planner`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planned {
+    Execute(Vec<PlanCandidate>),
+    Fallback(Fallback),
+}
+
+/// Per crate, at most this many history or known-key candidates are offered.
+pub const WEAKER_SOURCE_LIMIT: usize = 3;
+
+/// Cargo writes package names with `-`, rustc crate names use `_`.
+pub fn normalize_crate(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// Most recently seen first, then most often seen, then by key for stability.
+fn rank(known: &mut [Known]) {
+    known.sort_by(|a, b| {
+        b.last_seen_ms
+            .cmp(&a.last_seen_ms)
+            .then(b.seen_count.cmp(&a.seen_count))
+            .then(a.cache_key.cmp(&b.cache_key))
+    });
+}
+
+/// Plans `intent` against `source`. Errors from the source propagate; the
+/// caller turns them into `use_fallback` with `planning_error`.
+pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, S::Error> {
+    if source.is_empty()? {
+        return Ok(Planned::Fallback(Fallback::NoState));
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut position: HashMap<String, usize> = HashMap::new();
+    for name in &intent.crate_names {
+        let name = normalize_crate(name);
+        if !position.contains_key(&name) {
+            position.insert(name.clone(), order.len());
+            order.push(name);
+        }
+    }
+    // Weaker sources answer only for crates the build named.
+    let named = order.len();
+    // Crates only known from Cargo.lock rank after the named ones.
+    for (name, _) in &intent.cargo_lock_deps {
+        let name = normalize_crate(name);
+        if !position.contains_key(&name) {
+            position.insert(name.clone(), order.len());
+            order.push(name);
+        }
+    }
+
+    // (crate position, source strength, rank within crate) → candidate
+    let mut chosen: Vec<(usize, u8, usize, PlanCandidate)> = Vec::new();
+    let mut resolved: HashSet<String> = HashSet::new();
+
+    if let Some(namespace) = intent.namespace.as_deref() {
+        let mut exact = Vec::new();
+        for (name, version) in &intent.cargo_lock_deps {
+            exact.extend(source.exact_dep(namespace, name, version)?);
+        }
+        let mut buckets: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
+        for dep in &intent.cargo_lock_deps {
+            buckets
+                .entry(shard_bucket(&dep.0))
+                .or_default()
+                .push(dep.clone());
+        }
+        for packages in buckets.values() {
+            exact.extend(source.shard(namespace, &shard_hash(packages))?);
+        }
+        let mut by_crate: BTreeMap<String, Vec<Known>> = BTreeMap::new();
+        for known in exact {
+            by_crate
+                .entry(normalize_crate(&known.crate_name))
+                .or_default()
+                .push(known);
+        }
+        for (name, mut known) in by_crate {
+            rank(&mut known);
+            let at = *position.entry(name.clone()).or_insert(usize::MAX);
+            for (i, k) in known.into_iter().enumerate() {
+                chosen.push((at, 0, i, candidate(k)));
+            }
+            resolved.insert(name);
+        }
+    }
+
+    for (strength, lookup) in [(1u8, S::history as fn(&S, &str) -> _), (2, S::known_keys)] {
+        for name in &order[..named] {
+            if resolved.contains(name) {
+                continue;
+            }
+            let mut known = lookup(source, name)?;
+            if known.is_empty() {
+                continue;
+            }
+            rank(&mut known);
+            for (i, k) in known.into_iter().take(WEAKER_SOURCE_LIMIT).enumerate() {
+                chosen.push((position[name], strength, i, candidate(k)));
+            }
+            resolved.insert(name.clone());
+        }
+    }
+
+    chosen.sort_by_key(|c| (c.0, c.1, c.2));
+    let mut seen = HashSet::new();
+    let candidates: Vec<PlanCandidate> = chosen
+        .into_iter()
+        .map(|c| c.3)
+        .filter(|c| seen.insert(c.cache_key.clone()))
+        .collect();
+    Ok(if candidates.is_empty() {
+        Planned::Fallback(Fallback::NoCandidates)
+    } else {
+        Planned::Execute(candidates)
+    })
+}
+
+fn candidate(known: Known) -> PlanCandidate {
+    PlanCandidate {
+        cache_key: known.cache_key,
+        crate_name: known.crate_name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Fake {
+        deps: HashMap<(String, String), Vec<Known>>,
+        shards: HashMap<(String, String), Vec<Known>>,
+        history: HashMap<String, Vec<Known>>,
+        keys: HashMap<String, Vec<Known>>,
+        fail: bool,
+    }
+
+    impl PlanSource for Fake {
+        type Error = &'static str;
+        fn is_empty(&self) -> Result<bool, Self::Error> {
+            Ok(self.deps.is_empty()
+                && self.shards.is_empty()
+                && self.history.is_empty()
+                && self.keys.is_empty())
+        }
+        fn exact_dep(
+            &self,
+            ns: &str,
+            name: &str,
+            version: &str,
+        ) -> Result<Vec<Known>, Self::Error> {
+            if self.fail {
+                return Err("broken");
+            }
+            Ok(self
+                .deps
+                .get(&(ns.to_string(), format!("{name}@{version}")))
+                .cloned()
+                .unwrap_or_default())
+        }
+        fn shard(&self, ns: &str, hash: &str) -> Result<Vec<Known>, Self::Error> {
+            Ok(self
+                .shards
+                .get(&(ns.to_string(), hash.to_string()))
+                .cloned()
+                .unwrap_or_default())
+        }
+        fn history(&self, name: &str) -> Result<Vec<Known>, Self::Error> {
+            Ok(self.history.get(name).cloned().unwrap_or_default())
+        }
+        fn known_keys(&self, name: &str) -> Result<Vec<Known>, Self::Error> {
+            Ok(self.keys.get(name).cloned().unwrap_or_default())
+        }
+    }
+
+    fn known(key: &str, name: &str, seen: u64, last: u64) -> Known {
+        Known {
+            cache_key: key.into(),
+            crate_name: name.into(),
+            seen_count: seen,
+            last_seen_ms: last,
+        }
+    }
+
+    fn keys(planned: Planned) -> Vec<String> {
+        match planned {
+            Planned::Execute(c) => c.into_iter().map(|c| c.cache_key).collect(),
+            Planned::Fallback(f) => panic!("fell back: {f:?}"),
+        }
+    }
+
+    fn intent(names: &[&str], ns: Option<&str>, deps: &[(&str, &str)]) -> BuildIntent {
+        BuildIntent {
+            crate_names: names.iter().map(|s| s.to_string()).collect(),
+            namespace: ns.map(String::from),
+            cargo_lock_deps: deps
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn empty_state_and_no_match_fall_back_with_their_reasons() {
+        let empty = Fake::default();
+        assert_eq!(
+            plan(&intent(&["serde"], None, &[]), &empty).unwrap(),
+            Planned::Fallback(Fallback::NoState)
+        );
+        let mut some = Fake::default();
+        some.history
+            .insert("tokio".into(), vec![known("t1", "tokio", 1, 1)]);
+        assert_eq!(
+            plan(&intent(&["serde"], None, &[]), &some).unwrap(),
+            Planned::Fallback(Fallback::NoCandidates)
+        );
+        some.fail = true;
+        assert!(
+            plan(
+                &intent(&["serde"], Some("ci"), &[("serde", "1.0.0")]),
+                &some
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn stronger_sources_resolve_crates_first_and_order_follows_the_intent() {
+        let mut s = Fake::default();
+        s.deps.insert(
+            ("ci".into(), "serde@1.0.210".into()),
+            vec![known("exact-serde", "serde", 1, 1)],
+        );
+        s.history
+            .insert("serde".into(), vec![known("hist-serde", "serde", 9, 9)]);
+        s.history
+            .insert("tokio".into(), vec![known("hist-tokio", "tokio", 1, 5)]);
+        s.keys
+            .insert("tokio".into(), vec![known("key-tokio", "tokio", 1, 1)]);
+        s.keys
+            .insert("anyhow".into(), vec![known("key-anyhow", "anyhow", 1, 1)]);
+        let planned = plan(
+            &intent(
+                &["anyhow", "tokio", "serde"],
+                Some("ci"),
+                &[("serde", "1.0.210")],
+            ),
+            &s,
+        )
+        .unwrap();
+        assert_eq!(keys(planned), ["key-anyhow", "hist-tokio", "exact-serde"]);
+    }
+
+    #[test]
+    fn ranking_prefers_recent_then_frequent_and_keys_are_unique() {
+        let mut s = Fake::default();
+        s.history.insert(
+            "serde".into(),
+            vec![
+                known("old", "serde", 50, 1),
+                known("new", "serde", 1, 9),
+                known("new-often", "serde", 7, 9),
+            ],
+        );
+        s.keys
+            .insert("serde_json".into(), vec![known("new", "serde_json", 1, 1)]);
+        let planned = plan(&intent(&["serde", "serde-json", "serde"], None, &[]), &s).unwrap();
+        assert_eq!(keys(planned), ["new-often", "new", "old"]);
+    }
+
+    #[test]
+    fn an_ingested_shard_matches_only_the_exact_versions_of_its_bucket() {
+        let deps = [("serde", "1.0.210"), ("serde_json", "1.0.1")];
+        let mut s = Fake::default();
+        let bucket = shard_bucket("serde");
+        let packages: Vec<(String, String)> = deps
+            .iter()
+            .filter(|(n, _)| shard_bucket(n) == bucket)
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        s.shards.insert(
+            ("ci".into(), shard_hash(&packages)),
+            vec![known("shard-serde", "serde", 1, 1)],
+        );
+        let hit = plan(&intent(&["serde"], Some("ci"), &deps), &s).unwrap();
+        assert_eq!(keys(hit), ["shard-serde"]);
+        let bumped = [("serde", "1.0.211"), ("serde_json", "1.0.1")];
+        assert_eq!(
+            plan(&intent(&["serde"], Some("ci"), &bumped), &s).unwrap(),
+            Planned::Fallback(Fallback::NoCandidates)
+        );
+        assert_eq!(
+            plan(&intent(&["serde"], Some("other"), &deps), &s).unwrap(),
+            Planned::Fallback(Fallback::NoCandidates)
+        );
+    }
+
+    #[test]
+    fn intent_and_plan_follow_the_wire_contract() {
+        let intent: BuildIntent = serde_json::from_str("{}").unwrap();
+        assert_eq!(intent, BuildIntent::default());
+        let intent: BuildIntent = serde_json::from_str(
+            r#"{"crate_names":["serde"],"namespace":null,"cargo_lock_deps":[["serde","1.0.210"]],"budget_bytes":5}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            intent.cargo_lock_deps,
+            [("serde".to_string(), "1.0.210".to_string())]
+        );
+        let plan: PrefetchPlan = serde_json::from_str(r#"{"disposition":"use_fallback"}"#).unwrap();
+        assert_eq!(plan.disposition, Disposition::UseFallback);
+        assert!(plan.candidates.is_empty());
+        assert!(
+            serde_json::from_str::<PrefetchPlan>(r#"{"plan_id":"x"}"#).is_err(),
+            "disposition is required"
+        );
+        let json = serde_json::to_value(PrefetchPlan {
+            plan_id: "p".into(),
+            planner: "planner".into(),
+            disposition: Disposition::DoNothing,
+            candidates: vec![],
+            reason: None,
+        })
+        .unwrap();
+        assert_eq!(json["disposition"], "do_nothing");
+    }
+}

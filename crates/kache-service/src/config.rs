@@ -1,0 +1,69 @@
+//! Command-line flags and their environment variables (DESIGN.md, "Service
+//! configuration").
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// The kache planner: answers a build's intent with the cache artifacts worth
+/// fetching first.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kache-service", version)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "KACHE_PLANNER_BIND", default_value = "0.0.0.0:8080")]
+    pub bind: SocketAddr,
+    /// Path of the embedded database (SurrealKV).
+    #[arg(
+        long,
+        env = "KACHE_PLANNER_DB_PATH",
+        default_value = "/var/lib/kache/planner.db"
+    )]
+    pub db_path: PathBuf,
+    /// Bearer token required on plan and ingest routes; none accepts anonymous requests.
+    #[arg(long, env = "KACHE_PLANNER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Name reported in plans and on /healthz.
+    #[arg(long, env = "KACHE_PLANNER_NAME", default_value = "planner")]
+    pub planner_name: String,
+    /// Legacy JSON snapshot imported (idempotently) at start.
+    #[arg(long, env = "KACHE_PLANNER_SEED_STATE_FILE")]
+    pub seed_state_file: Option<PathBuf>,
+    /// Contend for a Kubernetes Lease and serve only while holding it.
+    #[arg(
+        long,
+        env = "KACHE_HA_ENABLED",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub ha_enabled: bool,
+    /// Namespace of the Lease (else POD_NAMESPACE, else the service-account namespace).
+    #[arg(long, env = "KACHE_HA_NAMESPACE")]
+    pub ha_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, env = "KACHE_HA_LEASE_NAME", default_value = "kache-service")]
+    pub ha_lease_name: String,
+}
+
+/// Where Kubernetes mounts the pod's namespace.
+pub const SERVICE_ACCOUNT_NAMESPACE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+
+impl Config {
+    /// The HA namespace: the flag, then `POD_NAMESPACE`, then the
+    /// service-account namespace file.
+    pub fn resolve_ha_namespace(&self) -> Option<String> {
+        let file = std::env::var_os("KACHE_SERVICE_ACCOUNT_NAMESPACE_FILE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT_NAMESPACE));
+        self.ha_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .or_else(|| std::fs::read_to_string(file).ok())
+            .map(|ns| ns.trim().to_string())
+            .filter(|ns| !ns.is_empty())
+    }
+}

@@ -1,0 +1,142 @@
+//! The embedded database: SurrealDB on the SurrealKV engine at `--db-path`.
+//!
+//! Schema (namespace `kache`, database `planner`):
+//! - `artifact:⟨cache_key⟩` — crate, compile time, size, seen count, last seen;
+//! - `sighting:⟨blake3(kind, namespace, scope, key)⟩` — one artifact seen in
+//!   one context: a namespace's `name@version` or shard, a crate's history,
+//!   or simply a known key for a crate, with its own count and time.
+//!
+//! Records are written whole (`UPSERT … CONTENT`) from the values the state
+//! computed, in batches, so a write is idempotent and replaying one is safe.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use surrealdb::Surreal;
+use surrealdb::engine::local::{Db, SurrealKv};
+
+use crate::state::{Artifact, Sighting, State};
+
+/// Rows per write query.
+const BATCH: usize = 2_000;
+
+const SCHEMA: &str = "
+DEFINE TABLE IF NOT EXISTS artifact SCHEMALESS;
+DEFINE TABLE IF NOT EXISTS sighting SCHEMALESS;
+DEFINE INDEX IF NOT EXISTS sighting_scope ON sighting FIELDS kind, namespace, scope;
+DEFINE INDEX IF NOT EXISTS artifact_crate ON artifact FIELDS crate_name;
+";
+
+/// An open database.
+pub struct Database {
+    db: Surreal<Db>,
+}
+
+#[derive(Serialize)]
+struct Row<T> {
+    id: String,
+    data: T,
+}
+
+#[derive(Deserialize)]
+struct Count {
+    count: u64,
+}
+
+impl Database {
+    /// Opens (creating) the database at `path`. Fails with a clear message
+    /// when the path cannot be created or does not hold a SurrealKV store.
+    pub async fn open(path: &Path) -> Result<Self> {
+        if path.is_file() {
+            bail!(
+                "{} is a file, not a SurrealKV database directory",
+                path.display()
+            );
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating the database directory {}", parent.display()))?;
+        }
+        let location = path.to_str().context("the database path is not UTF-8")?;
+        let db = Surreal::new::<SurrealKv>(location)
+            .await
+            .with_context(|| format!("opening the database at {}", path.display()))?;
+        db.use_ns("kache")
+            .use_db("planner")
+            .await
+            .context("selecting the planner database")?;
+        db.query(SCHEMA)
+            .await
+            .with_context(|| format!("defining the schema in {}", path.display()))?
+            .check()
+            .with_context(|| format!("defining the schema in {}", path.display()))?;
+        Ok(Self { db })
+    }
+
+    /// Reads the whole state.
+    pub async fn load(&self) -> Result<State> {
+        let mut response = self
+            .db
+            .query("SELECT * OMIT id FROM artifact; SELECT * OMIT id FROM sighting;")
+            .await
+            .context("reading the state")?;
+        let artifacts: Vec<Artifact> = response.take(0).context("reading artifacts")?;
+        let sightings: Vec<Sighting> = response.take(1).context("reading sightings")?;
+        let mut state = State::default();
+        for artifact in artifacts {
+            state.put_artifact(artifact);
+        }
+        for sighting in sightings {
+            state.put_sighting(sighting);
+        }
+        Ok(state)
+    }
+
+    /// Writes artifacts and sightings, whole, in batches.
+    pub async fn write(&self, artifacts: &[Artifact], sightings: &[Sighting]) -> Result<()> {
+        for chunk in artifacts.chunks(BATCH) {
+            let rows: Vec<Row<&Artifact>> = chunk
+                .iter()
+                .map(|a| Row {
+                    id: a.cache_key.clone(),
+                    data: a,
+                })
+                .collect();
+            self.upsert("artifact", serde_json::to_value(rows)?).await?;
+        }
+        for chunk in sightings.chunks(BATCH) {
+            let rows: Vec<Row<&Sighting>> = chunk
+                .iter()
+                .map(|s| Row {
+                    id: s.id(),
+                    data: s,
+                })
+                .collect();
+            self.upsert("sighting", serde_json::to_value(rows)?).await?;
+        }
+        Ok(())
+    }
+
+    async fn upsert(&self, table: &'static str, rows: serde_json::Value) -> Result<()> {
+        self.db
+            .query("FOR $row IN $rows { UPSERT type::thing($table, $row.id) CONTENT $row.data RETURN NONE; };")
+            .bind(("table", table))
+            .bind(("rows", rows))
+            .await
+            .with_context(|| format!("writing {table} records"))?
+            .check()
+            .with_context(|| format!("writing {table} records"))?;
+        Ok(())
+    }
+
+    /// Number of artifact records (a cheap consistency probe for tests and logs).
+    pub async fn artifact_count(&self) -> Result<u64> {
+        let mut response = self
+            .db
+            .query("SELECT count() FROM artifact GROUP ALL")
+            .await?;
+        let counts: Vec<Count> = response.take(0)?;
+        Ok(counts.first().map_or(0, |c| c.count))
+    }
+}

@@ -1,0 +1,278 @@
+//! The HTTP API (DESIGN.md, "Planner HTTP API").
+//!
+//! `POST /v1/prefetch-plan` and `/v2/prefetch-plan` share one handler. A plan
+//! that cannot execute is `use_fallback` with HTTP 200, never an error. Auth
+//! (when a token is set) is checked first, readiness second, the body last.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kache_core::manifest::{BuildManifest, Shard};
+use kache_core::plan::{BuildIntent, Disposition, Fallback, Planned, PrefetchPlan, plan};
+use serde_json::json;
+use tokio::sync::RwLock;
+use tracing::{info, warn};
+
+use crate::ingest::{self, Backend, Mode};
+use crate::metrics::Metrics;
+
+/// Request bodies larger than this get 413.
+pub const BODY_LIMIT: usize = 8 << 20;
+
+/// Everything a request handler needs.
+pub struct App {
+    pub planner: String,
+    /// blake3 of the configured token: compared in constant time, never logged.
+    token: Option<blake3::Hash>,
+    ready: AtomicBool,
+    pub backend: RwLock<Option<Backend>>,
+    pub metrics: Metrics,
+}
+
+impl App {
+    pub fn new(planner: String, token: Option<&str>) -> Self {
+        Self {
+            planner,
+            token: token.map(|t| blake3::hash(t.as_bytes())),
+            ready: AtomicBool::new(false),
+            backend: RwLock::new(None),
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// Installs (or removes) the backend and updates readiness.
+    pub async fn set_backend(&self, backend: Option<Backend>) {
+        let mut slot = self.backend.write().await;
+        let ready = backend.is_some();
+        if let Some(backend) = &backend {
+            self.publish_state_size(backend);
+        }
+        *slot = backend;
+        self.ready.store(ready, Ordering::SeqCst);
+        self.metrics.ready.set(i64::from(ready));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn publish_state_size(&self, backend: &Backend) {
+        self.metrics
+            .artifacts
+            .set(backend.state.artifact_count() as i64);
+        self.metrics.crates.set(backend.state.crate_count() as i64);
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // blake3::Hash equality is constant-time.
+        presented.is_some_and(|token| blake3::hash(token.as_bytes()) == *expected)
+    }
+}
+
+/// The router with every route.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/prefetch-plan", post(prefetch_plan))
+        .route("/v2/prefetch-plan", post(prefetch_plan))
+        .route("/v2/manifests", post(ingest_manifest))
+        .route("/v2/shards/{namespace}/{shard_hash}", post(ingest_shard))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such route")
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    axum::Json(json!({
+        "status": "ok",
+        "planner": app.planner,
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+    .into_response()
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.is_ready() {
+        axum::Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "status": "not_ready" })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Parses a JSON body; the error names the problem.
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+async fn prefetch_plan(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    if !app.authorized(&headers) {
+        app.metrics.count("unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let guard = app.backend.read().await;
+    let Some(backend) = guard.as_ref().filter(|_| app.is_ready()) else {
+        app.metrics.count("not_ready");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "not ready");
+    };
+    let intent: BuildIntent = match parse(&body) {
+        Ok(intent) => intent,
+        Err(message) => {
+            app.metrics.count("bad_request");
+            return error(StatusCode::BAD_REQUEST, message);
+        }
+    };
+    // A bug in planning must not become an HTTP error: it is a fallback.
+    let planned = std::panic::catch_unwind(AssertUnwindSafe(|| plan(&intent, &backend.state)))
+        .map_err(|_| ())
+        .and_then(|r| r.map_err(|never| match never {}));
+    let (disposition, candidates, reason) = match planned {
+        Ok(Planned::Execute(candidates)) => (Disposition::Execute, candidates, None),
+        Ok(Planned::Fallback(fallback)) => (Disposition::UseFallback, Vec::new(), Some(fallback)),
+        Err(()) => {
+            warn!("planning panicked; answering use_fallback");
+            (
+                Disposition::UseFallback,
+                Vec::new(),
+                Some(Fallback::PlanningError),
+            )
+        }
+    };
+    drop(guard);
+    let outcome = match reason {
+        None => "execute".to_string(),
+        Some(fallback) => format!("fallback_{}", fallback.as_str()),
+    };
+    app.metrics.count(&outcome);
+    if reason.is_none() {
+        app.metrics.candidates.observe(candidates.len() as f64);
+    }
+    app.metrics.latency.observe(started.elapsed().as_secs_f64());
+    let response = PrefetchPlan {
+        plan_id: uuid::Uuid::new_v4().to_string(),
+        planner: app.planner.clone(),
+        disposition,
+        candidates,
+        reason: reason.map(|r| r.as_str().to_string()),
+    };
+    axum::Json(response).into_response()
+}
+
+/// Shared gate of the ingest routes: auth, then readiness; `Some` is the refusal.
+fn gate(app: &App, headers: &HeaderMap) -> Option<Response> {
+    if !app.authorized(headers) {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ));
+    }
+    if !app.is_ready() {
+        return Some(error(StatusCode::SERVICE_UNAVAILABLE, "not ready"));
+    }
+    None
+}
+
+async fn apply(app: &App, kind: &str, observations: Vec<ingest::Observation>) -> Response {
+    let mut guard = app.backend.write().await;
+    let Some(backend) = guard.as_mut() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "not ready");
+    };
+    match backend.ingest(&observations, Mode::Count).await {
+        Ok(summary) => {
+            app.publish_state_size(backend);
+            app.metrics
+                .ingested
+                .get_or_create(&crate::metrics::KindLabel {
+                    kind: kind.to_string(),
+                })
+                .inc();
+            info!(
+                kind,
+                observations = summary.observations,
+                new_artifacts = summary.new_artifacts,
+                "ingested"
+            );
+            axum::Json(json!({ "status": "ok", "summary": summary })).into_response()
+        }
+        Err(err) => {
+            warn!("ingest failed: {err:#}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("storing the {kind} failed"),
+            )
+        }
+    }
+}
+
+async fn ingest_manifest(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refusal) = gate(&app, &headers) {
+        return refusal;
+    }
+    let manifest: BuildManifest = match parse(&body) {
+        Ok(manifest) => manifest,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match ingest::from_manifest(&manifest) {
+        Ok(observations) => apply(&app, "manifest", observations).await,
+        Err(err) => error(StatusCode::BAD_REQUEST, format!("{err:#}")),
+    }
+}
+
+async fn ingest_shard(
+    State(app): State<Arc<App>>,
+    Path((namespace, shard_hash)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refusal) = gate(&app, &headers) {
+        return refusal;
+    }
+    let shard: Shard = match parse(&body) {
+        Ok(shard) => shard,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match ingest::from_shard(&namespace, &shard_hash, &shard) {
+        Ok(observations) => apply(&app, "shard", observations).await,
+        Err(err) => error(StatusCode::BAD_REQUEST, format!("{err:#}")),
+    }
+}

@@ -1,0 +1,173 @@
+//! `kache-service`, the planner: an HTTP server with an embedded database
+//! that tells a fresh CI runner or branch which cache artifacts to fetch
+//! first.
+//!
+//! Flow: `config` → (optional `ha` leadership) → `ingest::Backend` (database
+//! + in-memory `state`) → `http` routes; plans come from `kache_core::plan`.
+
+mod config;
+mod db;
+mod ha;
+mod http;
+mod ingest;
+mod metrics;
+mod state;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use tokio::sync::watch;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::http::App;
+use crate::ingest::{Backend, Mode};
+
+fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    let filter = std::env::var("KACHE_LOG").unwrap_or_else(|_| "kache_service=info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("kache_service=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("kache-service: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("kache-service: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the database, loads the state, and imports the seed snapshot.
+pub async fn open_backend(db_path: &Path, seed: Option<&Path>, app: &App) -> Result<Backend> {
+    let mut backend = Backend::open(db_path).await?;
+    if let Some(seed) = seed {
+        let snapshot = ingest::read_seed(seed)?;
+        let observations = ingest::from_seed(&snapshot)
+            .with_context(|| format!("seed snapshot {} is not valid", seed.display()))?;
+        let started = std::time::Instant::now();
+        let summary = backend.ingest(&observations, Mode::Idempotent).await?;
+        app.metrics
+            .ingested
+            .get_or_create(&metrics::KindLabel {
+                kind: "seed".into(),
+            })
+            .inc();
+        info!(
+            path = %seed.display(),
+            observations = summary.observations,
+            new_artifacts = summary.new_artifacts,
+            new_sightings = summary.new_sightings,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "imported seed snapshot"
+        );
+    }
+    let stored = backend.stored_artifacts().await.unwrap_or(0);
+    info!(
+        artifacts = backend.state.artifact_count(),
+        crates = backend.state.crate_count(),
+        stored,
+        "state loaded"
+    );
+    Ok(backend)
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let app = Arc::new(App::new(
+        config.planner_name.clone(),
+        config.token.as_deref(),
+    ));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    // Check everything that can fail at start before binding the port.
+    let ha_namespace = if config.ha_enabled {
+        match config.resolve_ha_namespace() {
+            Some(namespace) => Some(namespace),
+            None => bail!(
+                "HA is enabled but no namespace resolves: set --ha-namespace, KACHE_HA_NAMESPACE or \
+                 POD_NAMESPACE, or run in a pod with {}",
+                config::SERVICE_ACCOUNT_NAMESPACE
+            ),
+        }
+    } else {
+        let backend =
+            open_backend(&config.db_path, config.seed_state_file.as_deref(), &app).await?;
+        app.set_backend(Some(backend)).await;
+        None
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .with_context(|| format!("binding {}", config.bind))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, planner = config.planner_name, auth = config.token.is_some(), "listening");
+    // Tests and scripts read this line to find an ephemeral port.
+    println!("kache-service listening on http://{addr}");
+
+    let ha_task = ha_namespace.map(|namespace| {
+        let app = app.clone();
+        let config = config.clone();
+        let shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let result = ha::run(
+                app,
+                namespace,
+                config.ha_lease_name,
+                config.db_path,
+                config.seed_state_file,
+                shutdown,
+            )
+            .await;
+            if let Err(err) = result {
+                ha::fatal(&err);
+            }
+        })
+    });
+
+    let server =
+        axum::serve(listener, http::router(app.clone())).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            info!("shutting down: draining requests");
+            let _ = shutdown_tx.send(true);
+        });
+    server.await.context("serving HTTP")?;
+    if let Some(task) = ha_task {
+        let _ = task.await;
+    }
+    app.set_backend(None).await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

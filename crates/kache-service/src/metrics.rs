@@ -1,0 +1,135 @@
+//! Prometheus metrics, served on `GET /metrics` without auth.
+//!
+//! Plan requests are counted by outcome; every outcome is present (at zero)
+//! from the first scrape, so "no state", "no candidates" and "error" can be
+//! told apart and alerted on without waiting for a first occurrence.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Outcomes of a plan request.
+pub const OUTCOMES: &[&str] = &[
+    "execute",
+    "fallback_no_state",
+    "fallback_no_candidates",
+    "fallback_planning_error",
+    "unauthorized",
+    "not_ready",
+    "bad_request",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<OutcomeLabel, Counter>,
+    pub latency: Histogram,
+    pub candidates: Histogram,
+    pub ready: Gauge<i64, AtomicI64>,
+    pub artifacts: Gauge<i64, AtomicI64>,
+    pub crates: Gauge<i64, AtomicI64>,
+    pub ingested: Family<KindLabel, Counter>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kache_planner");
+        let requests = Family::<OutcomeLabel, Counter>::default();
+        for outcome in OUTCOMES {
+            let _ = requests.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            });
+        }
+        registry.register("requests", "Plan requests by outcome", requests.clone());
+        let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "plan_duration_seconds",
+            "Time to answer a plan request",
+            latency.clone(),
+        );
+        let candidates =
+            Histogram::new([0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0]);
+        registry.register(
+            "plan_candidates",
+            "Candidates per executed plan",
+            candidates.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when the database is open and leadership is held",
+            ready.clone(),
+        );
+        let artifacts = Gauge::default();
+        registry.register(
+            "state_artifacts",
+            "Artifacts known to the planner",
+            artifacts.clone(),
+        );
+        let crates = Gauge::default();
+        registry.register(
+            "state_crates",
+            "Crates known to the planner",
+            crates.clone(),
+        );
+        let ingested = Family::<KindLabel, Counter>::default();
+        for kind in ["manifest", "shard", "seed"] {
+            let _ = ingested.get_or_create(&KindLabel {
+                kind: kind.to_string(),
+            });
+        }
+        registry.register(
+            "ingested_documents",
+            "Documents ingested by kind",
+            ingested.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            candidates,
+            ready,
+            artifacts,
+            crates,
+            ingested,
+        }
+    }
+
+    /// Counts one plan request with `outcome`.
+    pub fn count(&self, outcome: &str) {
+        self.requests
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

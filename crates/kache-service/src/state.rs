@@ -1,0 +1,164 @@
+//! The planner's state in memory: every artifact and where it was seen.
+//!
+//! The database is the durable copy; this is the projection plans are
+//! computed from, so a plan never waits on storage. Only the leader holds it,
+//! and every change goes to the database first (see `ingest.rs`).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use kache_core::plan::{Known, PlanSource, normalize_crate};
+use serde::{Deserialize, Serialize};
+
+/// How an artifact was seen; the source strength of `kache_core::plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SightingKind {
+    /// Under a namespace for an exact `name@version` (seed snapshots).
+    Dep,
+    /// In a namespace's `Cargo.lock` shard, by shard hash.
+    Shard,
+    /// In a build manifest or the snapshot's history.
+    History,
+    /// Any key known for a crate.
+    Key,
+}
+
+/// One artifact seen in one context. Stored as one database record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sighting {
+    pub kind: SightingKind,
+    /// Empty for history and keys.
+    pub namespace: String,
+    /// `name@version` for deps, the shard hash for shards, the crate otherwise.
+    pub scope: String,
+    pub cache_key: String,
+    pub crate_name: String,
+    pub seen_count: u64,
+    /// Milliseconds since the Unix epoch.
+    pub last_seen: u64,
+}
+
+/// What is known about one artifact, whatever the context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub cache_key: String,
+    pub crate_name: String,
+    pub compile_time_ms: u64,
+    pub size: u64,
+    pub seen_count: u64,
+    pub last_seen: u64,
+}
+
+impl Sighting {
+    /// The record id: stable for the same kind, namespace, scope and key.
+    pub fn id(&self) -> String {
+        let text = format!(
+            "{:?}\u{1f}{}\u{1f}{}\u{1f}{}",
+            self.kind, self.namespace, self.scope, self.cache_key
+        );
+        blake3::hash(text.as_bytes()).to_hex().to_string()
+    }
+
+    fn index_key(&self) -> (SightingKind, String, String) {
+        let scope = match self.kind {
+            SightingKind::History | SightingKind::Key => normalize_crate(&self.scope),
+            _ => self.scope.clone(),
+        };
+        (self.kind, self.namespace.clone(), scope)
+    }
+}
+
+/// The in-memory state.
+#[derive(Debug, Default)]
+pub struct State {
+    sightings: HashMap<String, Sighting>,
+    by_scope: HashMap<(SightingKind, String, String), Vec<String>>,
+    artifacts: HashMap<String, Artifact>,
+}
+
+impl State {
+    /// Adds or replaces a sighting.
+    pub fn put_sighting(&mut self, sighting: Sighting) {
+        let id = sighting.id();
+        if !self.sightings.contains_key(&id) {
+            self.by_scope
+                .entry(sighting.index_key())
+                .or_default()
+                .push(id.clone());
+        }
+        self.sightings.insert(id, sighting);
+    }
+
+    pub fn sighting(&self, id: &str) -> Option<&Sighting> {
+        self.sightings.get(id)
+    }
+
+    pub fn put_artifact(&mut self, artifact: Artifact) {
+        self.artifacts.insert(artifact.cache_key.clone(), artifact);
+    }
+
+    pub fn artifact(&self, key: &str) -> Option<&Artifact> {
+        self.artifacts.get(key)
+    }
+
+    pub fn artifact_count(&self) -> usize {
+        self.artifacts.len()
+    }
+
+    pub fn crate_count(&self) -> usize {
+        let mut names: Vec<&str> = self
+            .artifacts
+            .values()
+            .map(|a| a.crate_name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.len()
+    }
+
+    fn lookup(&self, kind: SightingKind, namespace: &str, scope: &str) -> Vec<Known> {
+        let key = (kind, namespace.to_string(), scope.to_string());
+        self.by_scope
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.sightings.get(id))
+            .map(|s| Known {
+                cache_key: s.cache_key.clone(),
+                crate_name: s.crate_name.clone(),
+                seen_count: s.seen_count,
+                last_seen_ms: s.last_seen,
+            })
+            .collect()
+    }
+}
+
+impl PlanSource for State {
+    type Error = Infallible;
+
+    fn is_empty(&self) -> Result<bool, Infallible> {
+        Ok(self.sightings.is_empty())
+    }
+
+    fn exact_dep(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Vec<Known>, Infallible> {
+        Ok(self.lookup(SightingKind::Dep, namespace, &format!("{name}@{version}")))
+    }
+
+    fn shard(&self, namespace: &str, shard_hash: &str) -> Result<Vec<Known>, Infallible> {
+        Ok(self.lookup(SightingKind::Shard, namespace, shard_hash))
+    }
+
+    fn history(&self, crate_name: &str) -> Result<Vec<Known>, Infallible> {
+        Ok(self.lookup(SightingKind::History, "", &normalize_crate(crate_name)))
+    }
+
+    fn known_keys(&self, crate_name: &str) -> Result<Vec<Known>, Infallible> {
+        Ok(self.lookup(SightingKind::Key, "", &normalize_crate(crate_name)))
+    }
+}
