@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::ingest::{self, Backend, Mode};
 use crate::metrics::Metrics;
+use crate::state::{FailingSource, SourceError};
 
 /// Request bodies larger than this get 413.
 pub const BODY_LIMIT: usize = 8 << 20;
@@ -35,6 +36,8 @@ pub struct App {
     ready: AtomicBool,
     pub backend: RwLock<Option<Backend>>,
     pub metrics: Metrics,
+    /// `KACHE_PLANNER_FAULT=planning`: every plan hits a source error.
+    fault_planning: bool,
 }
 
 impl App {
@@ -45,6 +48,7 @@ impl App {
             ready: AtomicBool::new(false),
             backend: RwLock::new(None),
             metrics: Metrics::new(),
+            fault_planning: std::env::var("KACHE_PLANNER_FAULT").is_ok_and(|v| v == "planning"),
         }
     }
 
@@ -163,14 +167,20 @@ async fn prefetch_plan(State(app): State<Arc<App>>, headers: HeaderMap, body: By
         }
     };
     // A bug in planning must not become an HTTP error: it is a fallback.
-    let planned = std::panic::catch_unwind(AssertUnwindSafe(|| plan(&intent, &backend.state)))
-        .map_err(|_| ())
-        .and_then(|r| r.map_err(|never| match never {}));
+    let planned = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        if app.fault_planning {
+            plan(&intent, &FailingSource(&backend.state))
+        } else {
+            plan(&intent, &backend.state)
+        }
+    }))
+    .map_err(|_| SourceError("planning panicked".into()))
+    .and_then(|result| result);
     let (disposition, candidates, reason) = match planned {
         Ok(Planned::Execute(candidates)) => (Disposition::Execute, candidates, None),
         Ok(Planned::Fallback(fallback)) => (Disposition::UseFallback, Vec::new(), Some(fallback)),
-        Err(()) => {
-            warn!("planning panicked; answering use_fallback");
+        Err(SourceError(err)) => {
+            warn!("planning failed ({err}); answering use_fallback");
             (
                 Disposition::UseFallback,
                 Vec::new(),

@@ -5,7 +5,6 @@
 //! and every change goes to the database first (see `ingest.rs`).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 
 use kache_core::plan::{Known, PlanSource, normalize_crate};
 use serde::{Deserialize, Serialize};
@@ -66,6 +65,40 @@ impl Sighting {
             _ => self.scope.clone(),
         };
         (self.kind, self.namespace.clone(), scope)
+    }
+}
+
+/// A failure to read planning state. The in-memory state never fails; the
+/// type exists for [`FailingSource`] and for sources backed by storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceError(pub String);
+
+/// A source whose every lookup fails: the `KACHE_PLANNER_FAULT=planning`
+/// fault injection, used by tests to prove that a planning error is answered
+/// with `use_fallback` and HTTP 200.
+pub struct FailingSource<'a>(pub &'a State);
+
+impl PlanSource for FailingSource<'_> {
+    type Error = SourceError;
+
+    fn is_empty(&self) -> Result<bool, SourceError> {
+        self.0.is_empty()
+    }
+
+    fn exact_dep(&self, _: &str, _: &str, _: &str) -> Result<Vec<Known>, SourceError> {
+        Err(SourceError("injected planning fault".into()))
+    }
+
+    fn shard(&self, _: &str, _: &str) -> Result<Vec<Known>, SourceError> {
+        Err(SourceError("injected planning fault".into()))
+    }
+
+    fn history(&self, _: &str) -> Result<Vec<Known>, SourceError> {
+        Err(SourceError("injected planning fault".into()))
+    }
+
+    fn known_keys(&self, _: &str) -> Result<Vec<Known>, SourceError> {
+        Err(SourceError("injected planning fault".into()))
     }
 }
 
@@ -135,9 +168,9 @@ impl State {
 }
 
 impl PlanSource for State {
-    type Error = Infallible;
+    type Error = SourceError;
 
-    fn is_empty(&self) -> Result<bool, Infallible> {
+    fn is_empty(&self) -> Result<bool, SourceError> {
         Ok(self.sightings.is_empty())
     }
 
@@ -146,19 +179,19 @@ impl PlanSource for State {
         namespace: &str,
         name: &str,
         version: &str,
-    ) -> Result<Vec<Known>, Infallible> {
+    ) -> Result<Vec<Known>, SourceError> {
         Ok(self.lookup(SightingKind::Dep, namespace, &format!("{name}@{version}")))
     }
 
-    fn shard(&self, namespace: &str, shard_hash: &str) -> Result<Vec<Known>, Infallible> {
+    fn shard(&self, namespace: &str, shard_hash: &str) -> Result<Vec<Known>, SourceError> {
         Ok(self.lookup(SightingKind::Shard, namespace, shard_hash))
     }
 
-    fn history(&self, crate_name: &str) -> Result<Vec<Known>, Infallible> {
+    fn history(&self, crate_name: &str) -> Result<Vec<Known>, SourceError> {
         Ok(self.lookup(SightingKind::History, "", &normalize_crate(crate_name)))
     }
 
-    fn known_keys(&self, crate_name: &str) -> Result<Vec<Known>, Infallible> {
+    fn known_keys(&self, crate_name: &str) -> Result<Vec<Known>, SourceError> {
         Ok(self.lookup(SightingKind::Key, "", &normalize_crate(crate_name)))
     }
 }
