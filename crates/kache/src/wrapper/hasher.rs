@@ -57,6 +57,23 @@ impl FileHasher {
         })
     }
 
+    /// Remembers the hash of a file kache itself just stored or restored,
+    /// skipping the racy-timestamp wait: rustc and cargo replace these files
+    /// by rename, so a rewrite always brings a new inode and the stat
+    /// shortcut cannot match stale content. Downstream crates then key this
+    /// file as an extern without reading it again.
+    pub fn remember(&mut self, path: &Path, hash: &str) {
+        if let Ok(meta) = std::fs::metadata(path) {
+            let stat = Stat {
+                size: meta.len(),
+                mtime_ns: mtime_ns(&meta),
+                ino: meta.ino(),
+            };
+            self.pending
+                .push((path.to_string_lossy().to_string(), stat, hash.to_string()));
+        }
+    }
+
     /// Writes the remembered hashes to the index.
     pub fn flush(&mut self, store: &mut Store) -> Result<()> {
         let pending = std::mem::take(&mut self.pending);

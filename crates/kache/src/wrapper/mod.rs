@@ -315,7 +315,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn restore(&self, meta: &EntryMeta) -> Result<u64> {
+    fn restore(&mut self, meta: &EntryMeta) -> Result<u64> {
         for file in &meta.files {
             if !self.store.blob_ok(&file.hash, file.size) {
                 bail!(
@@ -340,8 +340,11 @@ impl<'a> Session<'a> {
                     .restore_bytes(self.roots.normalizer.denormalize(&text).as_bytes(), &dest)?
             } else {
                 let hardlink_ok = file.kind == "immutable";
-                self.store
-                    .restore_file(&file.hash, &dest, hardlink_ok, file.executable)?
+                let method =
+                    self.store
+                        .restore_file(&file.hash, &dest, hardlink_ok, file.executable)?;
+                self.hasher.remember(&dest, &file.hash);
+                method
             };
             trace!(file = %file.name, ?method, "restored");
             bytes += file.size;
@@ -487,6 +490,9 @@ impl<'a> Session<'a> {
                     .store
                     .put_bytes(normalizer.normalize(&dep_text).as_bytes())?,
             };
+            if output.kind != OutputKind::DepInfo {
+                self.hasher.remember(&path, &stored.hash);
+            }
             all_existed &= stored.existed;
             files.push(FileRecord {
                 name: output.name.clone(),
