@@ -33,10 +33,19 @@ pub struct Database {
     db: Surreal<Db>,
 }
 
+/// A record for `UPSERT … CONTENT`: the id beside the content.
 #[derive(Serialize)]
 struct Row<T> {
     id: String,
     data: T,
+}
+
+/// A record for a bulk `INSERT`: the id inside the content.
+#[derive(Serialize)]
+struct Record<'a, T> {
+    id: &'a str,
+    #[serde(flatten)]
+    data: &'a T,
 }
 
 #[derive(Deserialize)]
@@ -93,34 +102,91 @@ impl Database {
         Ok(state)
     }
 
-    /// Writes artifacts and sightings, whole, in batches.
-    pub async fn write(&self, artifacts: &[Artifact], sightings: &[Sighting]) -> Result<()> {
-        for chunk in artifacts.chunks(BATCH) {
-            let rows: Vec<Row<&Artifact>> = chunk
+    /// Writes artifacts and sightings, whole, in batches. Records the state
+    /// has never seen go in with one bulk `INSERT` per batch (the fast path
+    /// of an import); changed records are upserted one by one. If a bulk
+    /// insert meets a record that exists after all, that batch is upserted.
+    pub async fn write(
+        &self,
+        artifacts: &[(bool, Artifact)],
+        sightings: &[(bool, Sighting)],
+    ) -> Result<()> {
+        let artifact_rows: Vec<(bool, Row<&Artifact>)> = artifacts
+            .iter()
+            .map(|(new, a)| {
+                (
+                    *new,
+                    Row {
+                        id: a.cache_key.clone(),
+                        data: a,
+                    },
+                )
+            })
+            .collect();
+        self.write_table("artifact", &artifact_rows).await?;
+        let sighting_rows: Vec<(bool, Row<&Sighting>)> = sightings
+            .iter()
+            .map(|(new, s)| {
+                (
+                    *new,
+                    Row {
+                        id: s.id(),
+                        data: s,
+                    },
+                )
+            })
+            .collect();
+        self.write_table("sighting", &sighting_rows).await
+    }
+
+    async fn write_table<T: Serialize>(
+        &self,
+        table: &'static str,
+        rows: &[(bool, Row<T>)],
+    ) -> Result<()> {
+        let new: Vec<&Row<T>> = rows
+            .iter()
+            .filter(|(new, _)| *new)
+            .map(|(_, row)| row)
+            .collect();
+        let changed: Vec<&Row<T>> = rows
+            .iter()
+            .filter(|(new, _)| !*new)
+            .map(|(_, row)| row)
+            .collect();
+        for chunk in new.chunks(BATCH) {
+            let records: Vec<Record<'_, T>> = chunk
                 .iter()
-                .map(|a| Row {
-                    id: a.cache_key.clone(),
-                    data: a,
+                .map(|row| Record {
+                    id: &row.id,
+                    data: &row.data,
                 })
                 .collect();
-            self.upsert("artifact", serde_json::to_value(rows)?).await?;
+            let inserted = match self
+                .db
+                .query(format!("INSERT INTO {table} $rows RETURN NONE"))
+                .bind(("rows", serde_json::to_value(&records)?))
+                .await
+            {
+                Ok(response) => response.check().map(drop).map_err(|e| e.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            if let Err(err) = inserted {
+                tracing::debug!(table, "bulk insert failed ({err}); upserting the batch");
+                self.upsert(table, serde_json::to_value(chunk)?).await?;
+            }
         }
-        for chunk in sightings.chunks(BATCH) {
-            let rows: Vec<Row<&Sighting>> = chunk
-                .iter()
-                .map(|s| Row {
-                    id: s.id(),
-                    data: s,
-                })
-                .collect();
-            self.upsert("sighting", serde_json::to_value(rows)?).await?;
+        for chunk in changed.chunks(BATCH) {
+            self.upsert(table, serde_json::to_value(chunk)?).await?;
         }
         Ok(())
     }
 
     async fn upsert(&self, table: &'static str, rows: serde_json::Value) -> Result<()> {
         self.db
-            .query("FOR $row IN $rows { UPSERT type::thing($table, $row.id) CONTENT $row.data RETURN NONE; };")
+            .query(
+                "FOR $row IN $rows { UPSERT type::thing($table, $row.id) CONTENT $row.data RETURN NONE; };",
+            )
             .bind(("table", table))
             .bind(("rows", rows))
             .await

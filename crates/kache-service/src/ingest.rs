@@ -132,13 +132,19 @@ impl Backend {
                 }
             }
         }
-        let artifacts: Vec<Artifact> = artifacts.into_values().collect();
-        let sightings: Vec<Sighting> = sightings.into_values().collect();
+        let artifacts: Vec<(bool, Artifact)> = artifacts
+            .into_values()
+            .map(|a| (self.state.artifact(&a.cache_key).is_none(), a))
+            .collect();
+        let sightings: Vec<(bool, Sighting)> = sightings
+            .into_values()
+            .map(|s| (self.state.sighting(&s.id()).is_none(), s))
+            .collect();
         self.db.write(&artifacts, &sightings).await?;
-        for artifact in artifacts {
+        for (_, artifact) in artifacts {
             self.state.put_artifact(artifact);
         }
-        for sighting in sightings {
+        for (_, sighting) in sightings {
             self.state.put_sighting(sighting);
         }
         Ok(summary)

@@ -59,12 +59,12 @@ impl Sighting {
         blake3::hash(text.as_bytes()).to_hex().to_string()
     }
 
-    fn index_key(&self) -> (SightingKind, String, String) {
-        let scope = match self.kind {
+    /// Where the sighting is indexed: history and keys by normalised crate.
+    fn index_scope(&self) -> String {
+        match self.kind {
             SightingKind::History | SightingKind::Key => normalize_crate(&self.scope),
             _ => self.scope.clone(),
-        };
-        (self.kind, self.namespace.clone(), scope)
+        }
     }
 }
 
@@ -106,7 +106,9 @@ impl PlanSource for FailingSource<'_> {
 #[derive(Debug, Default)]
 pub struct State {
     sightings: HashMap<String, Sighting>,
-    by_scope: HashMap<(SightingKind, String, String), Vec<String>>,
+    /// kind → namespace → scope → sighting ids. Nested so a lookup borrows
+    /// its `&str` arguments instead of allocating a key.
+    by_scope: HashMap<SightingKind, HashMap<String, HashMap<String, Vec<String>>>>,
     artifacts: HashMap<String, Artifact>,
 }
 
@@ -116,7 +118,11 @@ impl State {
         let id = sighting.id();
         if !self.sightings.contains_key(&id) {
             self.by_scope
-                .entry(sighting.index_key())
+                .entry(sighting.kind)
+                .or_default()
+                .entry(sighting.namespace.clone())
+                .or_default()
+                .entry(sighting.index_scope())
                 .or_default()
                 .push(id.clone());
         }
@@ -151,9 +157,10 @@ impl State {
     }
 
     fn lookup(&self, kind: SightingKind, namespace: &str, scope: &str) -> Vec<Known> {
-        let key = (kind, namespace.to_string(), scope.to_string());
         self.by_scope
-            .get(&key)
+            .get(&kind)
+            .and_then(|namespaces| namespaces.get(namespace))
+            .and_then(|scopes| scopes.get(scope))
             .into_iter()
             .flatten()
             .filter_map(|id| self.sightings.get(id))

@@ -226,8 +226,14 @@ fn the_same_project_in_another_directory_hits() {
     // checkout's entry would be a wrong hit, so it must compile again.
     assert_eq!(run.outcome("fx_app"), "miss", "{:?}", run.outcomes());
     assert_eq!(run_app(&second), EXPECTED);
-    let dir = std::process::Command::new(second.join("target/debug/fx-app")).arg("--dir").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&dir.stdout).trim(), second.join("app").to_str().unwrap());
+    let dir = std::process::Command::new(second.join("target/debug/fx-app"))
+        .arg("--dir")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&dir.stdout).trim(),
+        second.join("app").to_str().unwrap()
+    );
     // Restored dep-info names the second checkout, so cargo tracks its files.
     let deps = std::fs::read_dir(second.join("target/debug/deps")).unwrap();
     let dep_info = deps
