@@ -69,6 +69,22 @@ pub struct Stat {
     pub ino: u64,
 }
 
+impl Stat {
+    /// The stat of a file as the index remembers it.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let mtime_ns = meta
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec());
+        Self {
+            size: meta.len(),
+            mtime_ns,
+            ino: meta.ino(),
+        }
+    }
+}
+
 /// The open index.
 pub struct Index {
     conn: Connection,

@@ -5,12 +5,10 @@
 //! a write within the same mtime tick as the hashing could otherwise go
 //! unnoticed (the "racy timestamp" problem).
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::toolchain::mtime_ns;
 use crate::store::{Stat, Store};
 
 const RACY_WINDOW_NS: i64 = 2_000_000_000;
@@ -32,11 +30,7 @@ impl FileHasher {
     pub fn hash(&mut self, store: &Store, path: &Path) -> Result<Hashed> {
         let meta =
             std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-        let stat = Stat {
-            size: meta.len(),
-            mtime_ns: mtime_ns(&meta),
-            ino: meta.ino(),
-        };
+        let stat = Stat::of(&meta);
         let key = path.to_string_lossy();
         if let Some(hash) = store.index.cached_hash(&key, &stat)? {
             return Ok(Hashed {
@@ -64,11 +58,7 @@ impl FileHasher {
     /// file as an extern without reading it again.
     pub fn remember(&mut self, path: &Path, hash: &str) {
         if let Ok(meta) = std::fs::metadata(path) {
-            let stat = Stat {
-                size: meta.len(),
-                mtime_ns: mtime_ns(&meta),
-                ino: meta.ino(),
-            };
+            let stat = Stat::of(&meta);
             self.pending
                 .push((path.to_string_lossy().to_string(), stat, hash.to_string()));
         }

@@ -1,7 +1,6 @@
 //! Toolchain identity: the `rustc -vV` banner, remembered per rustc binary
 //! (path, size, mtime) so a hit never spawns a process to learn it.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -14,11 +13,7 @@ pub fn identity(store: &Store, rustc: &Path) -> Result<String> {
     let resolved = resolve(rustc);
     let meta =
         std::fs::metadata(&resolved).with_context(|| format!("reading {}", resolved.display()))?;
-    let stat = Stat {
-        size: meta.len(),
-        mtime_ns: mtime_ns(&meta),
-        ino: meta.ino(),
-    };
+    let stat = Stat::of(&meta);
     let key = resolved.to_string_lossy();
     if let Some(banner) = store.index.toolchain(&key, &stat)? {
         return Ok(banner);
@@ -46,11 +41,4 @@ fn resolve(rustc: &Path) -> std::path::PathBuf {
         .map(|dir| dir.join(rustc))
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| rustc.to_path_buf())
-}
-
-/// Modification time in nanoseconds since the epoch.
-pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
 }
