@@ -68,9 +68,10 @@ impl Database {
                 .with_context(|| format!("creating the database directory {}", parent.display()))?;
         }
         let location = path.to_str().context("the database path is not UTF-8")?;
+        // SurrealDB's error text already includes its cause; keep one copy.
         let db = Surreal::new::<SurrealKv>(location)
             .await
-            .with_context(|| format!("opening the database at {}", path.display()))?;
+            .map_err(|e| anyhow::anyhow!("opening the database at {}: {e}", path.display()))?;
         db.use_ns("kache")
             .use_db("planner")
             .await

@@ -370,6 +370,28 @@ fn startup_fails_clearly_on_a_bad_db_path_a_malformed_seed_or_no_ha_namespace() 
     assert_ne!(code, 0);
     assert!(stderr.contains("database"), "{stderr}");
 
+    // A real database whose files were damaged.
+    let damaged = dir.path().join("damaged.db");
+    let service = Service::start(&damaged, &[]);
+    assert_eq!(
+        service
+            .post("/v2/manifests", &manifest(&[("k", "c", 1)]), None)
+            .status,
+        200
+    );
+    assert_eq!(service.stop(), 0);
+    for item in std::fs::read_dir(&damaged).unwrap().flatten() {
+        for file in std::fs::read_dir(item.path()).unwrap().flatten() {
+            std::fs::write(file.path(), [0xA5u8; 97]).unwrap();
+        }
+    }
+    let (code, stderr) = run_to_exit(common::command(&damaged, &[]));
+    assert_ne!(
+        code, 0,
+        "a corrupt database is a startup error, not an empty planner"
+    );
+    assert!(stderr.contains("opening the database"), "{stderr}");
+
     let seed = dir.path().join("seed.json");
     std::fs::write(&seed, "{\"history\": {\"serde\": \"not a list\"}}").unwrap();
     let (code, stderr) = run_to_exit(common::command(
