@@ -399,3 +399,57 @@ fn a_build_without_kache_after_kache_restored_files_still_works() {
     );
     assert_eq!(run_app(&project), "plain v0.1.0 alpha/none | answer=42");
 }
+
+#[test]
+fn a_blob_written_through_a_hardlink_is_never_restored() {
+    let world = World::new();
+    let project = world.project("p");
+    world.cargo(&project, &["build"]).ok();
+    world.cargo(&project, &["clean"]).ok();
+    assert_eq!(
+        world.cargo(&project, &["build"]).ok().outcome("fx_core"),
+        "hit"
+    );
+
+    // Some tool rewrites fx_core's rlib in place. It shares its inode with
+    // the blob, so the stored bytes change too (same size, new content).
+    let deps = project.join("target/debug/deps");
+    let rlib = std::fs::read_dir(&deps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("libfx_core-")
+                && p.extension().is_some_and(|e| e == "rlib")
+        })
+        .expect("fx_core rlib");
+    let mut bytes = std::fs::read(&rlib).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().write(true).open(&rlib).unwrap();
+        file.write_all(&bytes).unwrap();
+    }
+
+    world.cargo(&project, &["clean"]).ok();
+    let after = world.cargo(&project, &["build"]).ok();
+    assert_eq!(
+        after.outcome("fx_core"),
+        "miss",
+        "corrupt bytes are never restored: {:?}",
+        after.outcomes()
+    );
+    assert_eq!(run_app(&project), EXPECTED);
+    world.cargo(&project, &["clean"]).ok();
+    let healed = world.cargo(&project, &["build"]).ok();
+    assert_eq!(
+        healed.outcome("fx_core"),
+        "hit",
+        "the fresh compile was stored again"
+    );
+    assert_eq!(run_app(&project), EXPECTED);
+}

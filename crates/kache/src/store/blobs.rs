@@ -155,9 +155,30 @@ impl Store {
         fs::metadata(self.blob_path(hash)).is_ok_and(|m| m.mode() & 0o200 != 0)
     }
 
-    /// Whether the blob exists with the expected size (a cheap pre-restore check).
-    pub fn blob_ok(&self, hash: &str, size: u64) -> bool {
-        fs::metadata(self.blob_path(hash)).is_ok_and(|m| m.len() == size)
+    /// Proves, before a restore, that blob `hash` holds exactly its bytes.
+    ///
+    /// The first restore of a blob re-hashes it and remembers its stat
+    /// (size, mtime, inode) in the index; later restores only compare the
+    /// stat. A write that reached a blob (say through a hardlink in
+    /// `target/`) changes its mtime, so it is re-hashed and caught: the blob
+    /// is deleted and the caller misses instead of restoring wrong bytes.
+    pub fn verify_blob(&mut self, hash: &str, size: u64) -> Result<()> {
+        let path = self.blob_path(hash);
+        let meta = fs::metadata(&path).with_context(|| format!("blob {hash} is missing"))?;
+        if meta.len() != size {
+            anyhow::bail!("blob {hash} has {} bytes, expected {size}", meta.len());
+        }
+        let stat = super::Stat::of(&meta);
+        let key = path.to_string_lossy().to_string();
+        if self.index.cached_hash(&key, &stat)?.as_deref() == Some(hash) {
+            return Ok(());
+        }
+        let (actual, _) = hash_file(&path).with_context(|| format!("reading blob {hash}"))?;
+        if actual != hash {
+            let _ = fs::remove_file(&path);
+            anyhow::bail!("blob {hash} is corrupt (its bytes hash to {actual}); removed it");
+        }
+        self.index.remember_hashes(&[(key, stat, actual)])
     }
 
     /// Checks a referenced blob; with `checksum`, re-hashes its contents.

@@ -317,13 +317,9 @@ impl<'a> Session<'a> {
 
     fn restore(&mut self, meta: &EntryMeta) -> Result<u64> {
         for file in &meta.files {
-            if !self.store.blob_ok(&file.hash, file.size) {
-                bail!(
-                    "blob {} of {} is missing or truncated",
-                    file.hash,
-                    file.name
-                );
-            }
+            self.store
+                .verify_blob(&file.hash, file.size)
+                .with_context(|| format!("checking {}", file.name))?;
         }
         let out_dir = self.roots.resolve(&self.invocation.out_dir);
         std::fs::create_dir_all(&out_dir)?;
