@@ -583,7 +583,7 @@ impl<'a> Session<'a> {
             };
             eprintln!(
                 "[kache] {}: {label} ({}{size})",
-                self.invocation.crate_name,
+                display_name(&self.invocation.crate_name),
                 format_duration(elapsed)
             );
         }
@@ -599,6 +599,17 @@ fn fault_point(point: &str) {
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
+    }
+}
+
+/// The crate as a progress line shows it. Every build script is the crate
+/// `build_script_build`, so its package is added: `build_script_build (serde)`.
+fn display_name(crate_name: &str) -> String {
+    match std::env::var("CARGO_PKG_NAME") {
+        Ok(package) if crate_name.starts_with("build_script_") => {
+            format!("{crate_name} ({package})")
+        }
+        _ => crate_name.to_string(),
     }
 }
 
