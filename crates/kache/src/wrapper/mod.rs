@@ -214,6 +214,11 @@ impl<'a> Session<'a> {
             };
             builder.add("externs", value);
         }
+        // A custom target is a JSON file: key its content, not just its path.
+        if let Some(target) = inv.target.as_deref().filter(|t| t.ends_with(".json")) {
+            let spec = self.hasher.hash(&self.store, &self.roots.resolve(target))?;
+            builder.add("target_spec", spec.hash);
+        }
         for lib in &inv.native_libs {
             let found = inv
                 .search_paths
