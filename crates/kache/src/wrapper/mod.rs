@@ -249,7 +249,7 @@ impl<'a> Session<'a> {
             builder.add("salt", salt.clone());
         }
         for component in builder.components() {
-            trace!(crate_name = %inv.crate_name, component = component.name, value = %component.value, "key component");
+            trace!(crate_name = %inv.crate_name, component = component.name, value = %component.value.replace('\u{1f}', " "), "key component");
         }
         Ok(builder)
     }
