@@ -132,3 +132,61 @@ pub fn keyed_env() -> Vec<(String, String)> {
 pub fn env_dep_is_path_root(name: &str) -> bool {
     name == "OUT_DIR"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_specific_remap_comes_last_and_the_target_dir_is_found() {
+        let root = tempfile::tempdir().unwrap();
+        let ws = root.path().join("ws");
+        let out = ws.join("target/debug/deps");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(
+            ws.join("target/CACHEDIR.TAG"),
+            "Signature: 8a477f597d28d172789f06886806bc55",
+        )
+        .unwrap();
+        let roots = Roots::discover(&ws, &out);
+        let args = roots.remap_args(false);
+        let ws_flag = format!("--remap-path-prefix={}=.", ws.display());
+        let target_flag = format!(
+            "--remap-path-prefix={}=/kache/target",
+            ws.join("target").display()
+        );
+        let at = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .unwrap_or_else(|| panic!("{flag} in {args:?}"))
+        };
+        assert!(
+            at(&ws_flag) < at(&target_flag),
+            "rustc applies the last matching prefix"
+        );
+        assert_eq!(args.last().unwrap(), "--remap-path-scope=macro,debuginfo");
+        assert!(
+            !roots
+                .remap_args(true)
+                .iter()
+                .any(|a| a.starts_with("--remap-path-scope"))
+        );
+        let text = format!(
+            "{}/debug/deps/libx.rlib {}/src/lib.rs",
+            ws.join("target").display(),
+            ws.display()
+        );
+        assert_eq!(
+            roots.normalizer.normalize(&text),
+            "{kache:target}/debug/deps/libx.rlib {kache:ws}/src/lib.rs"
+        );
+        assert_eq!(roots.resolve("src/lib.rs"), ws.join("src/lib.rs"));
+    }
+
+    #[test]
+    fn only_out_dir_is_normalised_among_env_values() {
+        assert!(env_dep_is_path_root("OUT_DIR"));
+        assert!(!env_dep_is_path_root("CARGO_MANIFEST_DIR"));
+        assert!(!env_dep_is_path_root("HOME"));
+    }
+}
