@@ -116,7 +116,14 @@ pub fn keyed_env() -> Vec<(String, String)> {
         "CARGO_TARGET_TMPDIR",
         "CARGO_RUSTC_CURRENT_DIR",
         "OUT_DIR",
+        // Read by rustc itself: they change metadata hashes or the target.
         "RUSTC_BOOTSTRAP",
+        "RUSTC_FORCE_RUSTC_VERSION",
+        "MACOSX_DEPLOYMENT_TARGET",
+        "IPHONEOS_DEPLOYMENT_TARGET",
+        "TVOS_DEPLOYMENT_TARGET",
+        "WATCHOS_DEPLOYMENT_TARGET",
+        "SDKROOT",
     ];
     let mut vars: Vec<(String, String)> = std::env::vars()
         .filter(|(name, _)| name.starts_with("CARGO_PKG_") || NAMES.contains(&name.as_str()))
