@@ -453,3 +453,30 @@ fn a_blob_written_through_a_hardlink_is_never_restored() {
     );
     assert_eq!(run_app(&project), EXPECTED);
 }
+
+#[test]
+fn a_corrupt_index_never_fails_the_build_and_commands_say_why() {
+    let world = World::new();
+    let project = world.project("p");
+    world.cargo(&project, &["build"]).ok();
+    let index = world.cache.join("index.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", index.display()));
+    }
+    std::fs::write(&index, vec![0x42u8; 8192]).unwrap();
+    world.cargo(&project, &["clean"]).ok();
+    world.cargo(&project, &["build"]).ok();
+    assert_eq!(run_app(&project), EXPECTED);
+    let stats = world.kache(&["stats"]);
+    assert!(!stats.status.success());
+    let message = String::from_utf8_lossy(&stats.stderr);
+    assert!(
+        message.starts_with("kache: ") && message.contains("index.db"),
+        "{message}"
+    );
+    assert_eq!(
+        std::fs::read(&index).unwrap(),
+        vec![0x42u8; 8192],
+        "kache never overwrote the damaged index"
+    );
+}

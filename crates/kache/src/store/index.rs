@@ -95,7 +95,14 @@ impl Index {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(30))?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .with_context(|| {
+                format!(
+                    "the index {} is unreadable (move it aside to start a fresh one)",
+                    path.display()
+                )
+            })?;
         if version != SCHEMA_VERSION {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.execute_batch(&format!(
