@@ -480,3 +480,52 @@ fn a_corrupt_index_never_fails_the_build_and_commands_say_why() {
         "kache never overwrote the damaged index"
     );
 }
+
+#[test]
+fn clippy_runs_are_cached_apart_from_checks_and_follow_clippy_toml() {
+    let world = World::new();
+    let project = world.project("p");
+    let first = world.cargo(&project, &["clippy"]).ok();
+    assert_eq!(first.outcome("fx_core"), "miss");
+    assert!(
+        first.stderr().contains("clippy::clone_on_copy"),
+        "{}",
+        first.stderr()
+    );
+
+    world.cargo(&project, &["clean"]).ok();
+    let again = world.cargo(&project, &["clippy"]).ok();
+    assert_eq!(again.outcome("fx_core"), "hit");
+    assert!(
+        again.stderr().contains("clippy::clone_on_copy"),
+        "lints replay: {}",
+        again.stderr()
+    );
+
+    world.cargo(&project, &["clean"]).ok();
+    let check = world.cargo(&project, &["check"]).ok();
+    assert_eq!(
+        check.outcome("fx_core"),
+        "miss",
+        "a clippy entry never serves a plain check"
+    );
+    assert!(!check.stderr().contains("clippy::"), "{}", check.stderr());
+
+    std::fs::write(
+        project.join("clippy.toml"),
+        "too-many-arguments-threshold = 2\n",
+    )
+    .unwrap();
+    world.cargo(&project, &["clean"]).ok();
+    let configured = world.cargo(&project, &["clippy"]).ok();
+    assert_eq!(
+        configured.outcome("fx_core"),
+        "miss",
+        "a new clippy.toml is a new key"
+    );
+    assert!(
+        configured.stderr().contains("too many arguments"),
+        "{}",
+        configured.stderr()
+    );
+}

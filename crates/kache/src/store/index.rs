@@ -49,6 +49,18 @@ CREATE TABLE IF NOT EXISTS toolchains (
 ) WITHOUT ROWID;
 ";
 
+/// The schema version stored in the index, with a clear error for a file
+/// that is not an index.
+fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .with_context(|| {
+            format!(
+                "the index {} is unreadable (move it aside to start a fresh one)",
+                path.display()
+            )
+        })
+}
+
 /// A row of `entries` without the full metadata.
 #[derive(Debug, Clone)]
 pub struct EntryRow {
@@ -92,24 +104,37 @@ pub struct Index {
 
 impl Index {
     /// Opens (creating if needed) the index at `path`.
+    ///
+    /// Creating the schema and switching to WAL must not race: when many
+    /// wrappers start at once on a new cache, SQLite can answer "database is
+    /// locked" at once instead of waiting. So the version check runs under a
+    /// shared lock on `index.db.lock`, and initialisation under an exclusive
+    /// one.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(30))?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .with_context(|| {
-                format!(
-                    "the index {} is unreadable (move it aside to start a fresh one)",
-                    path.display()
-                )
-            })?;
-        if version != SCHEMA_VERSION {
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .context("creating the index schema")?;
+        let lock_path = path.with_extension("db.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock_shared()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        if schema_version(&conn, path)? != SCHEMA_VERSION {
+            lock.unlock()?;
+            lock.lock()
+                .with_context(|| format!("locking {}", lock_path.display()))?;
+            if schema_version(&conn, path)? != SCHEMA_VERSION {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))
+                .context("creating the index schema")?;
+            }
         }
+        lock.unlock()?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(Self { conn })
     }

@@ -4,11 +4,51 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+
+/// The program cargo asked kache to run: rustc itself, or clippy-driver,
+/// which takes the rustc path as its first argument.
+pub struct Compiler {
+    /// The rustc binary (the toolchain identity).
+    pub rustc: PathBuf,
+    /// clippy-driver, when the call goes through it.
+    pub driver: Option<PathBuf>,
+}
+
+impl Compiler {
+    fn program(&self) -> &Path {
+        self.driver.as_deref().unwrap_or(&self.rustc)
+    }
+
+    fn lead(&self) -> Vec<OsString> {
+        self.driver
+            .iter()
+            .map(|_| self.rustc.clone().into_os_string())
+            .collect()
+    }
+
+    /// Runs the compiler with inherited stdio: the fallback of every failure.
+    pub fn passthrough(&self, args: &[OsString]) -> i32 {
+        let mut all = self.lead();
+        all.extend_from_slice(args);
+        passthrough(self.program(), &all)
+    }
+
+    /// Runs the compiler with its output teed (see [`run_teed`]).
+    pub fn run_teed(&self, args: &[String]) -> Result<Compiled> {
+        let mut all: Vec<String> = self
+            .lead()
+            .into_iter()
+            .map(|a| a.to_string_lossy().to_string())
+            .collect();
+        all.extend_from_slice(args);
+        run_teed(self.program(), &all)
+    }
+}
 
 /// What one rustc run produced.
 pub struct Compiled {

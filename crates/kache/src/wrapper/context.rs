@@ -132,6 +132,33 @@ pub fn keyed_env() -> Vec<(String, String)> {
     vars
 }
 
+/// What selects clippy's configuration: `CLIPPY_ARGS`, `CLIPPY_CONF_DIR`,
+/// and every `clippy.toml` / `.clippy.toml` from the configuration directory
+/// (else the package directory) up to the root, by content. clippy's own
+/// dep-info names the file it read, but not the ones that did not exist yet;
+/// keying them here makes a newly added `clippy.toml` a miss.
+pub fn clippy_config(roots: &Roots) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in ["CLIPPY_ARGS", "CLIPPY_CONF_DIR"] {
+        if let Ok(value) = std::env::var(name) {
+            out.push((name.to_string(), roots.normalizer.normalize(&value)));
+        }
+    }
+    let start = std::env::var_os("CLIPPY_CONF_DIR")
+        .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR"))
+        .map_or_else(|| roots.cwd.clone(), PathBuf::from);
+    for dir in start.ancestors() {
+        for file in ["clippy.toml", ".clippy.toml"] {
+            let path = dir.join(file);
+            if let Ok(bytes) = std::fs::read(&path) {
+                let name = roots.normalizer.normalize(&path.to_string_lossy());
+                out.push((name, blake3::hash(&bytes).to_hex().to_string()));
+            }
+        }
+    }
+    out
+}
+
 /// Whether an `env!` value may be normalised for the key. Only `OUT_DIR`: it is
 /// read to locate generated files, whose contents are keyed anyway. Any other
 /// value (say `CARGO_MANIFEST_DIR`) may be baked into the output as a string,

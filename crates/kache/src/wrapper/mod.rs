@@ -30,7 +30,7 @@ use tracing::{debug, trace, warn};
 use crate::config::{Config, Progress};
 use crate::events::{self, Event, Outcome};
 use crate::store::{self, Store};
-use compile::Compiled;
+use compile::{Compiled, Compiler};
 use context::Roots;
 use hasher::FileHasher;
 
@@ -44,40 +44,59 @@ pub fn is_compiler(arg: &OsStr) -> bool {
     name == "rustc" || name == "clippy-driver"
 }
 
+fn is_clippy(arg: &OsStr) -> bool {
+    Path::new(arg)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("clippy"))
+}
+
 /// Runs one compiler call and returns the exit code for the process.
 pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
-    let rustc = PathBuf::from(&compiler);
+    let raw = PathBuf::from(&compiler);
     let config = match Config::load() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("kache: {err:#}; compiling without the cache");
-            return compile::passthrough(&rustc, &args);
+            return compile::passthrough(&raw, &args);
         }
     };
     crate::logging::init_for_wrapper();
     if config.disabled {
-        return compile::passthrough(&rustc, &args);
+        return compile::passthrough(&raw, &args);
     }
-    // clippy-driver output depends on clippy's own configuration files,
-    // which kache does not key yet: never cache it.
-    if Path::new(&compiler)
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("clippy"))
-    {
-        return compile::passthrough(&rustc, &args);
-    }
+    // clippy-driver is called as `clippy-driver <rustc> <args…>`.
+    let (tool, args) = if is_clippy(&compiler) {
+        match args.split_first() {
+            Some((rustc, rest)) if is_compiler(rustc) && !is_clippy(rustc) => (
+                Compiler {
+                    rustc: PathBuf::from(rustc),
+                    driver: Some(raw.clone()),
+                },
+                rest.to_vec(),
+            ),
+            _ => return compile::passthrough(&raw, &args),
+        }
+    } else {
+        (
+            Compiler {
+                rustc: raw.clone(),
+                driver: None,
+            },
+            args,
+        )
+    };
     let Some(text_args) = args
         .iter()
         .map(|a| a.to_str().map(String::from))
         .collect::<Option<Vec<_>>>()
     else {
-        return compile::passthrough(&rustc, &args);
+        return tool.passthrough(&args);
     };
     let invocation = match args::parse(&text_args) {
         Parsed::Cacheable(invocation) => invocation,
         Parsed::Passthrough(reason) => {
             trace!(reason, "not a cacheable compile");
-            return compile::passthrough(&rustc, &args);
+            return tool.passthrough(&args);
         }
     };
     let started = Instant::now();
@@ -89,14 +108,14 @@ pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
             started,
             "executable (KACHE_CACHE_EXECUTABLES)",
         );
-        return compile::passthrough(&rustc, &plain);
+        return tool.passthrough(&plain);
     }
-    let mut session = match Session::open(&config, &rustc, &invocation, started) {
+    let mut session = match Session::open(&config, &tool, &invocation, started) {
         Ok(session) => session,
         Err(err) => {
             warn!(crate_name = %invocation.crate_name, "cache unavailable: {err:#}");
             record_passthrough(&config, &invocation, started, &format!("{err:#}"));
-            return compile::passthrough(&rustc, &plain);
+            return tool.passthrough(&plain);
         }
     };
     session.run(&plain)
@@ -123,7 +142,7 @@ fn record_passthrough(config: &Config, invocation: &Invocation, started: Instant
 /// One cacheable compile in progress.
 struct Session<'a> {
     config: &'a Config,
-    rustc: &'a Path,
+    compiler: &'a Compiler,
     invocation: &'a Invocation,
     outputs: Vec<Output>,
     store: Store,
@@ -135,7 +154,7 @@ struct Session<'a> {
 impl<'a> Session<'a> {
     fn open(
         config: &'a Config,
-        rustc: &'a Path,
+        compiler: &'a Compiler,
         invocation: &'a Invocation,
         started: Instant,
     ) -> Result<Self> {
@@ -147,7 +166,7 @@ impl<'a> Session<'a> {
         let roots = Roots::discover(&cwd, Path::new(&invocation.out_dir));
         Ok(Self {
             config,
-            rustc,
+            compiler,
             invocation,
             outputs,
             store,
@@ -174,7 +193,7 @@ impl<'a> Session<'a> {
                     self.started,
                     &format!("{err:#}"),
                 );
-                return compile::passthrough(self.rustc, plain);
+                return self.compiler.passthrough(plain);
             }
         };
         if let Some(meta) = hit
@@ -202,7 +221,20 @@ impl<'a> Session<'a> {
     fn pre_key(&mut self) -> Result<KeyBuilder> {
         let inv = self.invocation;
         let mut builder = KeyBuilder::default();
-        builder.add("toolchain", toolchain::identity(&self.store, self.rustc)?);
+        builder.add(
+            "toolchain",
+            toolchain::identity(&self.store, &self.compiler.rustc, "-vV")?,
+        );
+        if let Some(driver) = &self.compiler.driver {
+            // A clippy entry never serves a plain check, nor the reverse.
+            builder.add(
+                "driver",
+                toolchain::identity(&self.store, driver, "--version")?,
+            );
+            for (name, value) in context::clippy_config(&self.roots) {
+                builder.add("clippy_config", format!("{name}={value}"));
+            }
+        }
         key::add_arguments(&mut builder, inv, &self.roots.normalizer);
         for ext in &inv.externs {
             let value = match &ext.path {
@@ -377,11 +409,11 @@ impl<'a> Session<'a> {
         let mut args = self.invocation.args.clone();
         args.extend(self.roots.remap_args(self.invocation.has_remap_scope));
         let compile_start = SystemTime::now();
-        let compiled = match compile::run_teed(self.rustc, &args) {
+        let compiled = match self.compiler.run_teed(&args) {
             Ok(compiled) => compiled,
             Err(err) => {
                 warn!("{err:#}");
-                return compile::passthrough(self.rustc, plain);
+                return self.compiler.passthrough(plain);
             }
         };
         if compiled.code != 0 {

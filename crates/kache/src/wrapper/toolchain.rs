@@ -8,8 +8,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::store::{Stat, Store};
 
-/// The `rustc -vV` output for `rustc`, from the index when its binary is unchanged.
-pub fn identity(store: &Store, rustc: &Path) -> Result<String> {
+/// The output of `<binary> <probe>` (`rustc -vV`, `clippy-driver --version`),
+/// from the index when the binary is unchanged.
+pub fn identity(store: &Store, rustc: &Path, probe: &str) -> Result<String> {
     let resolved = resolve(rustc);
     let meta =
         std::fs::metadata(&resolved).with_context(|| format!("reading {}", resolved.display()))?;
@@ -19,13 +20,13 @@ pub fn identity(store: &Store, rustc: &Path) -> Result<String> {
         return Ok(banner);
     }
     let output = Command::new(rustc)
-        .arg("-vV")
+        .arg(probe)
         .output()
-        .context("running rustc -vV")?;
+        .with_context(|| format!("running {} {probe}", rustc.display()))?;
     if !output.status.success() {
-        bail!("rustc -vV failed with {}", output.status);
+        bail!("{} {probe} failed with {}", rustc.display(), output.status);
     }
-    let banner = String::from_utf8(output.stdout).context("rustc -vV printed non-UTF-8")?;
+    let banner = String::from_utf8(output.stdout).context("the version probe printed non-UTF-8")?;
     store.index.remember_toolchain(&key, &stat, &banner)?;
     Ok(banner)
 }
