@@ -131,13 +131,21 @@ impl World {
 }
 
 impl Run {
-    /// Panics with cargo's stderr unless it succeeded.
+    /// Panics with cargo's stderr unless it succeeded, or if any compile fell
+    /// back because the store itself failed (contention on the index).
     pub fn ok(self) -> Self {
         assert!(
             self.output.status.success(),
             "cargo failed:\n{}",
             String::from_utf8_lossy(&self.output.stderr)
         );
+        for event in &self.events {
+            let reason = event["reason"].as_str().unwrap_or_default();
+            assert!(
+                !reason.contains("locked"),
+                "the store failed a compile: {event}"
+            );
+        }
         self
     }
 
