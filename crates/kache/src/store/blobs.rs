@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
-use super::{Store, is_hex_key};
+use super::{HashCache, Store, is_hex_key};
 
 /// The result of storing one file's bytes.
 #[derive(Debug, Clone)]
@@ -157,28 +157,25 @@ impl Store {
 
     /// Proves, before a restore, that blob `hash` holds exactly its bytes.
     ///
-    /// The first restore of a blob re-hashes it and remembers its stat
-    /// (size, mtime, inode) in the index; later restores only compare the
-    /// stat. A write that reached a blob (say through a hardlink in
-    /// `target/`) changes its mtime, so it is re-hashed and caught: the blob
-    /// is deleted and the caller misses instead of restoring wrong bytes.
-    pub fn verify_blob(&mut self, hash: &str, size: u64) -> Result<()> {
+    /// The blob is hashed through `cache`: re-read on first use or whenever
+    /// its stat (size, mtime, inode) changed, otherwise known from the index.
+    /// A write that reached a blob (say through a hardlink in `target/`)
+    /// changes its mtime, so it is re-hashed and caught: the blob is deleted
+    /// and the caller misses instead of restoring wrong bytes.
+    pub fn verify_blob(&self, cache: &mut HashCache, hash: &str, size: u64) -> Result<()> {
         let path = self.blob_path(hash);
-        let meta = fs::metadata(&path).with_context(|| format!("blob {hash} is missing"))?;
-        if meta.len() != size {
-            anyhow::bail!("blob {hash} has {} bytes, expected {size}", meta.len());
+        let on_disk = fs::metadata(&path)
+            .with_context(|| format!("blob {hash} is missing"))?
+            .len();
+        if on_disk != size {
+            anyhow::bail!("blob {hash} has {on_disk} bytes, expected {size}");
         }
-        let stat = super::Stat::of(&meta);
-        let key = path.to_string_lossy().to_string();
-        if self.index.cached_hash(&key, &stat)?.as_deref() == Some(hash) {
-            return Ok(());
-        }
-        let (actual, _) = hash_file(&path).with_context(|| format!("reading blob {hash}"))?;
+        let actual = cache.hash(self, &path)?.hash;
         if actual != hash {
             let _ = fs::remove_file(&path);
             anyhow::bail!("blob {hash} is corrupt (its bytes hash to {actual}); removed it");
         }
-        self.index.remember_hashes(&[(key, stat, actual)])
+        Ok(())
     }
 
     /// Checks a referenced blob; with `checksum`, re-hashes its contents.

@@ -3,11 +3,13 @@
 //!
 //! Architecture invariant: nothing outside this module reads or writes blob
 //! files. Blobs are immutable: copied blobs are read-only, and blobs shared
-//! with `target/` by hardlink are only ever replaced there by rename; every write is a temp file in the
+//! with `target/` by hardlink are only ever replaced there by rename, and a
+//! blob is verified before every restore. Every write is a temp file in the
 //! destination directory and a rename, so a killed process leaves at most an
 //! orphan temp file, never a half-written blob, entry or `meta.json`.
 
 mod blobs;
+mod hash_cache;
 mod index;
 mod restore;
 
@@ -18,6 +20,7 @@ use anyhow::{Context, Result};
 use kache_core::meta::EntryMeta;
 
 pub use blobs::BlobCheck;
+pub use hash_cache::HashCache;
 pub use index::{Index, Stat};
 
 /// An open local store.

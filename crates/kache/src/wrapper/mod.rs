@@ -10,7 +10,6 @@
 
 mod compile;
 mod context;
-mod hasher;
 mod lock;
 mod toolchain;
 
@@ -29,10 +28,9 @@ use tracing::{debug, trace, warn};
 
 use crate::config::{Config, Progress};
 use crate::events::{self, Event, Outcome};
-use crate::store::{self, Store};
+use crate::store::{self, HashCache, Store};
 use compile::{Compiled, Compiler};
 use context::Roots;
-use hasher::FileHasher;
 
 /// Whether `argv[1]` names a compiler, which puts kache in wrapper mode.
 pub fn is_compiler(arg: &OsStr) -> bool {
@@ -147,7 +145,7 @@ struct Session<'a> {
     outputs: Vec<Output>,
     store: Store,
     roots: Roots,
-    hasher: FileHasher,
+    hasher: HashCache,
     started: Instant,
 }
 
@@ -171,7 +169,7 @@ impl<'a> Session<'a> {
             outputs,
             store,
             roots,
-            hasher: FileHasher::default(),
+            hasher: HashCache::default(),
             started,
         })
     }
@@ -355,7 +353,7 @@ impl<'a> Session<'a> {
     fn restore(&mut self, meta: &EntryMeta) -> Result<u64> {
         for file in &meta.files {
             self.store
-                .verify_blob(&file.hash, file.size)
+                .verify_blob(&mut self.hasher, &file.hash, file.size)
                 .with_context(|| format!("checking {}", file.name))?;
         }
         let out_dir = self.roots.resolve(&self.invocation.out_dir);

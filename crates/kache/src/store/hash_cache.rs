@@ -1,21 +1,27 @@
-//! Content hashes of source files and externs, with a stat shortcut.
+//! Content hashes with a stat shortcut, backed by the index's `file_hashes`.
 //!
 //! A file whose path, size, mtime and inode match a remembered row is not read
 //! again. Only files whose mtime is at least two seconds old are remembered:
 //! a write within the same mtime tick as the hashing could otherwise go
-//! unnoticed (the "racy timestamp" problem).
+//! unnoticed (the "racy timestamp" problem). New rows are batched and written
+//! in one transaction by [`HashCache::flush`].
+//!
+//! The wrapper hashes sources and externs through it, and the store verifies
+//! blobs through it before a restore, so both share one mechanism and one
+//! write per compile.
 
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::store::{Stat, Store};
+use super::blobs::hash_file;
+use super::{Stat, Store};
 
 const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
 /// Hashes files, batching new stat rows for one write at the end.
 #[derive(Default)]
-pub struct FileHasher {
+pub struct HashCache {
     pending: Vec<(String, Stat, String)>,
 }
 
@@ -25,7 +31,7 @@ pub struct Hashed {
     pub mtime_ns: i64,
 }
 
-impl FileHasher {
+impl HashCache {
     /// The blake3 hex of the file at `path` (absolute).
     pub fn hash(&mut self, store: &Store, path: &Path) -> Result<Hashed> {
         let meta =
@@ -38,10 +44,10 @@ impl FileHasher {
                 mtime_ns: stat.mtime_ns,
             });
         }
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let hash = blake3::hash(&bytes).to_hex().to_string();
+        let (hash, size) =
+            hash_file(path).with_context(|| format!("reading {}", path.display()))?;
         let now = crate::events::now_ms() as i64 * 1_000_000;
-        if stat.mtime_ns < now - RACY_WINDOW_NS && bytes.len() as u64 == stat.size {
+        if stat.mtime_ns < now - RACY_WINDOW_NS && size == stat.size {
             self.pending
                 .push((key.to_string(), stat.clone(), hash.clone()));
         }
