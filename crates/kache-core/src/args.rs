@@ -71,8 +71,10 @@ pub struct Extern {
     pub path: Option<String>,
 }
 
-/// What an output file is, which decides how it may be restored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an output file is, which decides how it may be restored. Written
+/// into `meta.json` as `immutable`, `dep-info` or `executable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum OutputKind {
     /// Never rewritten in place (`.rlib`, `.rmeta`): may be hardlinked.
     Immutable,
@@ -515,6 +517,19 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn output_kinds_keep_their_meta_json_spelling() {
+        let spelled: Vec<String> = [
+            OutputKind::Immutable,
+            OutputKind::DepInfo,
+            OutputKind::Executable,
+        ]
+        .iter()
+        .map(|k| serde_json::to_string(k).unwrap())
+        .collect();
+        assert_eq!(spelled, ["\"immutable\"", "\"dep-info\"", "\"executable\""]);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::args::OutputKind;
 use crate::key::Input;
 
 /// Format version written into every `meta.json`.
@@ -50,9 +51,10 @@ pub struct FileRecord {
     pub size: u64,
     /// blake3 hex of the stored bytes (the blob's name).
     pub hash: String,
+    /// The executable bit: set exactly for `OutputKind::Executable`.
     pub executable: bool,
-    /// `immutable`, `dep-info` or `executable`: how it may be restored.
-    pub kind: String,
+    /// How the file may be restored.
+    pub kind: OutputKind,
 }
 
 impl EntryMeta {

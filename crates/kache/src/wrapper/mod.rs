@@ -364,13 +364,13 @@ impl<'a> Session<'a> {
                 bail!("entry names an unsafe file {:?}", file.name);
             }
             let dest = out_dir.join(&file.name);
-            let method = if file.kind == "dep-info" {
+            let method = if file.kind == OutputKind::DepInfo {
                 let text = String::from_utf8(self.store.read_blob(&file.hash)?)
                     .context("stored dep-info is not UTF-8")?;
                 self.store
                     .restore_bytes(self.roots.normalizer.denormalize(&text).as_bytes(), &dest)?
             } else {
-                let hardlink_ok = file.kind == "immutable";
+                let hardlink_ok = file.kind == OutputKind::Immutable;
                 let method =
                     self.store
                         .restore_file(&file.hash, &dest, hardlink_ok, file.executable)?;
@@ -530,12 +530,7 @@ impl<'a> Session<'a> {
                 size: stored.size,
                 hash: stored.hash,
                 executable: output.kind == OutputKind::Executable,
-                kind: match output.kind {
-                    OutputKind::Immutable => "immutable",
-                    OutputKind::DepInfo => "dep-info",
-                    OutputKind::Executable => "executable",
-                }
-                .to_string(),
+                kind: output.kind,
             });
         }
         fault_point("after-blobs");
