@@ -143,6 +143,8 @@ struct Session<'a> {
     compiler: &'a Compiler,
     invocation: &'a Invocation,
     outputs: Vec<Output>,
+    /// `--out-dir`, resolved against the cwd once.
+    out_dir: PathBuf,
     store: Store,
     roots: Roots,
     hasher: HashCache,
@@ -162,11 +164,13 @@ impl<'a> Session<'a> {
         let store = Store::open(&config.cache_dir)?;
         let cwd = std::env::current_dir().context("reading the current directory")?;
         let roots = Roots::discover(&cwd, Path::new(&invocation.out_dir));
+        let out_dir = roots.resolve(&invocation.out_dir);
         Ok(Self {
             config,
             compiler,
             invocation,
             outputs,
+            out_dir,
             store,
             roots,
             hasher: HashCache::default(),
@@ -356,14 +360,13 @@ impl<'a> Session<'a> {
                 .verify_blob(&mut self.hasher, &file.hash, file.size)
                 .with_context(|| format!("checking {}", file.name))?;
         }
-        let out_dir = self.roots.resolve(&self.invocation.out_dir);
-        std::fs::create_dir_all(&out_dir)?;
+        std::fs::create_dir_all(&self.out_dir)?;
         let mut bytes = 0;
         for file in &meta.files {
             if file.name.contains('/') || file.name.starts_with('.') {
                 bail!("entry names an unsafe file {:?}", file.name);
             }
-            let dest = out_dir.join(&file.name);
+            let dest = self.out_dir.join(&file.name);
             let method = if file.kind == OutputKind::DepInfo {
                 let text = String::from_utf8(self.store.read_blob(&file.hash)?)
                     .context("stored dep-info is not UTF-8")?;
@@ -397,9 +400,8 @@ impl<'a> Session<'a> {
     ) -> i32 {
         // An output left read-only (by an older store or by hand) would make
         // rustc refuse to write; rustc replaces these files anyway.
-        let out_dir = self.roots.resolve(&self.invocation.out_dir);
         for output in &self.outputs {
-            let path = out_dir.join(&output.name);
+            let path = self.out_dir.join(&output.name);
             if std::fs::metadata(&path).is_ok_and(|m| m.permissions().readonly()) {
                 let _ = std::fs::remove_file(&path);
             }
@@ -461,7 +463,7 @@ impl<'a> Session<'a> {
     ) -> Result<(Outcome, EntryMeta)> {
         let inv = self.invocation;
         let normalizer = &self.roots.normalizer;
-        let out_dir = self.roots.resolve(&inv.out_dir);
+        let out_dir = &self.out_dir;
         for output in &self.outputs {
             if !out_dir.join(&output.name).is_file() {
                 bail!("rustc did not write {}", output.name);
@@ -505,10 +507,8 @@ impl<'a> Session<'a> {
             })
             .collect();
         let cache_key = key::full_key(pre_key, &inputs, &env_deps);
-        let stdout =
-            String::from_utf8(compiled.stdout.clone()).context("rustc stdout is not UTF-8")?;
-        let stderr =
-            String::from_utf8(compiled.stderr.clone()).context("rustc stderr is not UTF-8")?;
+        let stdout = std::str::from_utf8(&compiled.stdout).context("rustc stdout is not UTF-8")?;
+        let stderr = std::str::from_utf8(&compiled.stderr).context("rustc stderr is not UTF-8")?;
 
         let mut files = Vec::with_capacity(self.outputs.len());
         let mut all_existed = true;
@@ -553,8 +553,8 @@ impl<'a> Session<'a> {
                 .map(|f| f.trim_matches('"').to_string())
                 .collect(),
             files,
-            stdout: normalizer.normalize(&stdout),
-            stderr: normalizer.normalize(&stderr),
+            stdout: normalizer.normalize(stdout),
+            stderr: normalizer.normalize(stderr),
             compile_time_ms: compiled.elapsed.as_millis() as u64,
             created: store::now(),
             inputs,
