@@ -88,6 +88,17 @@ impl Store {
             .join(hash)
     }
 
+    /// Where a new blob `hash` goes (its shard directory created), or `None`
+    /// when the blob is already stored: content addressing makes it the same.
+    fn new_blob_path(&self, hash: &str) -> Result<Option<PathBuf>> {
+        let dest = self.blob_path(hash);
+        if dest.exists() {
+            return Ok(None);
+        }
+        fs::create_dir_all(dest.parent().expect("blob has a parent"))?;
+        Ok(Some(dest))
+    }
+
     /// Stores the file at `source`. With `link`, the blob becomes a hardlink to
     /// `source`: one inode serves both, no copy. Use it only for files nothing
     /// rewrites in place. Such a blob keeps its owner-write bit, because rustc
@@ -98,15 +109,13 @@ impl Store {
     pub fn put_file(&self, source: &Path, link: bool) -> Result<Stored> {
         let (hash, size) =
             hash_file(source).with_context(|| format!("hashing {}", source.display()))?;
-        let dest = self.blob_path(&hash);
-        if dest.exists() {
+        let Some(dest) = self.new_blob_path(&hash)? else {
             return Ok(Stored {
                 hash,
                 size,
                 existed: true,
             });
-        }
-        fs::create_dir_all(dest.parent().expect("blob has a parent"))?;
+        };
         let temp = temp_beside(&dest);
         let linked = link && fs::hard_link(source, &temp).is_ok();
         if !linked {
@@ -125,16 +134,14 @@ impl Store {
     /// Stores `bytes` as a blob.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Stored> {
         let hash = blake3::hash(bytes).to_hex().to_string();
-        let dest = self.blob_path(&hash);
         let size = bytes.len() as u64;
-        if dest.exists() {
+        let Some(dest) = self.new_blob_path(&hash)? else {
             return Ok(Stored {
                 hash,
                 size,
                 existed: true,
             });
-        }
-        fs::create_dir_all(dest.parent().expect("blob has a parent"))?;
+        };
         write_atomic(&dest, bytes, 0o444)?;
         Ok(Stored {
             hash,
