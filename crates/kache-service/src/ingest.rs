@@ -169,8 +169,32 @@ fn check_token(what: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+impl Observation {
+    /// An observation without cost figures, its key and crate checked.
+    fn new(
+        kind: SightingKind,
+        namespace: &str,
+        scope: &str,
+        key: &str,
+        crate_name: &str,
+    ) -> Result<Self> {
+        check_token("cache_key", key)?;
+        check_token("crate_name", crate_name)?;
+        Ok(Self {
+            kind,
+            namespace: namespace.to_string(),
+            scope: scope.to_string(),
+            cache_key: key.to_string(),
+            crate_name: crate_name.to_string(),
+            compile_time_ms: 0,
+            size: 0,
+        })
+    }
+}
+
 /// Observations from a build manifest (`POST /v2/manifests`): each entry is
-/// history for its crate and a known key.
+/// history for its crate. (Every observed artifact is also a known key for
+/// its crate; the state derives that from the artifact itself.)
 pub fn from_manifest(manifest: &BuildManifest) -> Result<Vec<Observation>> {
     if manifest.version != MANIFEST_VERSION {
         bail!(
@@ -178,23 +202,22 @@ pub fn from_manifest(manifest: &BuildManifest) -> Result<Vec<Observation>> {
             manifest.version
         );
     }
-    let mut out = Vec::with_capacity(manifest.entries.len() * 2);
-    for entry in &manifest.entries {
-        check_token("cache_key", &entry.cache_key)?;
-        check_token("crate_name", &entry.crate_name)?;
-        for kind in [SightingKind::History, SightingKind::Key] {
-            out.push(Observation {
-                kind,
-                namespace: String::new(),
-                scope: entry.crate_name.clone(),
-                cache_key: entry.cache_key.clone(),
-                crate_name: entry.crate_name.clone(),
-                compile_time_ms: entry.compile_time_ms,
-                size: entry.artifact_size,
-            });
-        }
-    }
-    Ok(out)
+    manifest
+        .entries
+        .iter()
+        .map(|entry| {
+            let mut obs = Observation::new(
+                SightingKind::History,
+                "",
+                &entry.crate_name,
+                &entry.cache_key,
+                &entry.crate_name,
+            )?;
+            obs.compile_time_ms = entry.compile_time_ms;
+            obs.size = entry.artifact_size;
+            Ok(obs)
+        })
+        .collect()
 }
 
 /// Observations from a namespace's shard (`POST /v2/shards/{ns}/{hash}`).
@@ -209,30 +232,20 @@ pub fn from_shard(namespace: &str, shard_hash: &str, shard: &Shard) -> Result<Ve
             shard.version
         );
     }
-    let mut out = Vec::with_capacity(shard.entries.len() * 2);
-    for entry in &shard.entries {
-        check_token("cache_key", &entry.cache_key)?;
-        check_token("crate_name", &entry.crate_name)?;
-        out.push(Observation {
-            kind: SightingKind::Shard,
-            namespace: namespace.to_string(),
-            scope: shard_hash.to_ascii_lowercase(),
-            cache_key: entry.cache_key.clone(),
-            crate_name: entry.crate_name.clone(),
-            compile_time_ms: 0,
-            size: 0,
-        });
-        out.push(Observation {
-            kind: SightingKind::Key,
-            namespace: String::new(),
-            scope: entry.crate_name.clone(),
-            cache_key: entry.cache_key.clone(),
-            crate_name: entry.crate_name.clone(),
-            compile_time_ms: 0,
-            size: 0,
-        });
-    }
-    Ok(out)
+    let scope = shard_hash.to_ascii_lowercase();
+    shard
+        .entries
+        .iter()
+        .map(|entry| {
+            Observation::new(
+                SightingKind::Shard,
+                namespace,
+                &scope,
+                &entry.cache_key,
+                &entry.crate_name,
+            )
+        })
+        .collect()
 }
 
 /// The legacy seed snapshot. Every map is optional.
@@ -267,24 +280,10 @@ pub fn read_seed(path: &Path) -> Result<SeedSnapshot> {
         .with_context(|| format!("seed snapshot {} is not a valid snapshot", path.display()))
 }
 
-/// Observations from a seed snapshot.
+/// Observations from a seed snapshot. `key_cache` entries are recorded as
+/// bare known keys; deps and history carry their own context.
 pub fn from_seed(seed: &SeedSnapshot) -> Result<Vec<Observation>> {
     let mut out = Vec::new();
-    let mut push =
-        |kind, namespace: &str, scope: &str, key: &str, crate_name: &str| -> Result<()> {
-            check_token("cache_key", key)?;
-            check_token("crate_name", crate_name)?;
-            out.push(Observation {
-                kind,
-                namespace: namespace.to_string(),
-                scope: scope.to_string(),
-                cache_key: key.to_string(),
-                crate_name: crate_name.to_string(),
-                compile_time_ms: 0,
-                size: 0,
-            });
-            Ok(())
-        };
     for (namespace, ns) in &seed.namespaces {
         check_token("namespace", namespace)?;
         for (dep, candidates) in &ns.deps {
@@ -292,33 +291,38 @@ pub fn from_seed(seed: &SeedSnapshot) -> Result<Vec<Observation>> {
                 bail!("seed dep {dep:?} in namespace {namespace:?} is not name@version");
             };
             for c in candidates {
-                push(
+                let crate_name = c.crate_name.as_deref().unwrap_or(name);
+                out.push(Observation::new(
                     SightingKind::Dep,
                     namespace,
                     dep,
                     &c.cache_key,
-                    c.crate_name.as_deref().unwrap_or(name),
-                )?;
-                push(
-                    SightingKind::Key,
-                    "",
-                    c.crate_name.as_deref().unwrap_or(name),
-                    &c.cache_key,
-                    c.crate_name.as_deref().unwrap_or(name),
-                )?;
+                    crate_name,
+                )?);
             }
         }
     }
     for (crate_name, candidates) in &seed.history {
         for c in candidates {
             let name = c.crate_name.as_deref().unwrap_or(crate_name);
-            push(SightingKind::History, "", crate_name, &c.cache_key, name)?;
-            push(SightingKind::Key, "", crate_name, &c.cache_key, name)?;
+            out.push(Observation::new(
+                SightingKind::History,
+                "",
+                crate_name,
+                &c.cache_key,
+                name,
+            )?);
         }
     }
     for (crate_name, keys) in &seed.key_cache {
         for key in keys {
-            push(SightingKind::Key, "", crate_name, key, crate_name)?;
+            out.push(Observation::new(
+                SightingKind::Key,
+                "",
+                crate_name,
+                key,
+                crate_name,
+            )?);
         }
     }
     Ok(out)

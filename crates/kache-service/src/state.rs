@@ -19,7 +19,8 @@ pub enum SightingKind {
     Shard,
     /// In a build manifest or the snapshot's history.
     History,
-    /// Any key known for a crate.
+    /// A bare known key for a crate (a seed's `key_cache`). Every artifact
+    /// is a known key of its crate anyway; see `State::known_keys`.
     Key,
 }
 
@@ -110,6 +111,8 @@ pub struct State {
     /// its `&str` arguments instead of allocating a key.
     by_scope: HashMap<SightingKind, HashMap<String, HashMap<String, Vec<String>>>>,
     artifacts: HashMap<String, Artifact>,
+    /// Normalised crate name → its artifacts' keys: the "any known key" source.
+    by_crate: HashMap<String, Vec<String>>,
 }
 
 impl State {
@@ -134,6 +137,12 @@ impl State {
     }
 
     pub fn put_artifact(&mut self, artifact: Artifact) {
+        if !self.artifacts.contains_key(&artifact.cache_key) {
+            self.by_crate
+                .entry(normalize_crate(&artifact.crate_name))
+                .or_default()
+                .push(artifact.cache_key.clone());
+        }
         self.artifacts.insert(artifact.cache_key.clone(), artifact);
     }
 
@@ -199,6 +208,17 @@ impl PlanSource for State {
     }
 
     fn known_keys(&self, crate_name: &str) -> Result<Vec<Known>, SourceError> {
-        Ok(self.lookup(SightingKind::Key, "", &normalize_crate(crate_name)))
+        let keys = self.by_crate.get(&normalize_crate(crate_name));
+        Ok(keys
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.artifacts.get(key))
+            .map(|a| Known {
+                cache_key: a.cache_key.clone(),
+                crate_name: a.crate_name.clone(),
+                seen_count: a.seen_count,
+                last_seen_ms: a.last_seen,
+            })
+            .collect())
     }
 }
