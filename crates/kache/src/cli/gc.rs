@@ -21,10 +21,6 @@ pub struct Args {
 /// Events older than this are dropped from the log by a collection.
 const EVENT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
-fn store_dir(store: &Store) -> &std::path::Path {
-    store.root()
-}
-
 /// Runs a collection; returns `(entries removed, bytes freed)`.
 pub fn collect(
     store: &mut Store,
@@ -34,28 +30,18 @@ pub fn collect(
     let before = store.disk_usage()?;
     let mut rows = store.index.rows()?;
     rows.sort_by_key(|r| r.last_used);
+    // Oldest first: the entries past --max-age are a prefix, and the least
+    // recently used ones follow until the rest fits.
+    let cutoff = max_age.map(|age| now().saturating_sub(age.as_secs()));
+    let mut total: u64 = rows.iter().map(|r| r.size).sum();
     let mut doomed = Vec::new();
-    if let Some(age) = max_age {
-        let cutoff = now().saturating_sub(age.as_secs());
-        doomed.extend(
-            rows.iter()
-                .filter(|r| r.last_used < cutoff)
-                .map(|r| r.cache_key.clone()),
-        );
-    }
-    let mut total: u64 = rows
-        .iter()
-        .filter(|r| !doomed.contains(&r.cache_key))
-        .map(|r| r.size)
-        .sum();
     for row in &rows {
-        if total <= max_size {
+        let too_old = cutoff.is_some_and(|cutoff| row.last_used < cutoff);
+        if !too_old && total <= max_size {
             break;
         }
-        if !doomed.contains(&row.cache_key) {
-            doomed.push(row.cache_key.clone());
-            total = total.saturating_sub(row.size);
-        }
+        doomed.push(row.cache_key.clone());
+        total = total.saturating_sub(row.size);
     }
     let removed = store.remove_entries(&doomed)?;
     for dir in store.orphan_entry_dirs()? {
@@ -64,7 +50,7 @@ pub fn collect(
     store.remove_unused_blobs()?;
     let keep_events_ms = EVENT_RETENTION.as_millis() as u64;
     let _ = crate::events::truncate_before(
-        store_dir(store),
+        store.root(),
         crate::events::now_ms().saturating_sub(keep_events_ms),
     );
     let after = store.disk_usage()?;
