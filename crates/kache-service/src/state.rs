@@ -154,15 +154,9 @@ impl State {
         self.artifacts.len()
     }
 
+    /// Distinct crates (by normalised name) with at least one artifact.
     pub fn crate_count(&self) -> usize {
-        let mut names: Vec<&str> = self
-            .artifacts
-            .values()
-            .map(|a| a.crate_name.as_str())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names.len()
+        self.by_crate.len()
     }
 
     fn lookup(&self, kind: SightingKind, namespace: &str, scope: &str) -> Vec<Known> {
