@@ -70,6 +70,12 @@ impl HashCache {
         }
     }
 
+    /// Hands over the rows not yet written, for a caller that writes them in
+    /// its own transaction.
+    pub fn take_pending(&mut self) -> Vec<(String, Stat, String)> {
+        std::mem::take(&mut self.pending)
+    }
+
     /// Writes the remembered hashes to the index.
     pub fn flush(&mut self, store: &mut Store) -> Result<()> {
         let pending = std::mem::take(&mut self.pending);

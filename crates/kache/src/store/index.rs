@@ -61,6 +61,23 @@ fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
         })
 }
 
+/// Writes `(path, stat, hash)` rows of the stat cache inside `tx`.
+fn insert_hashes(tx: &rusqlite::Transaction<'_>, items: &[(String, Stat, String)]) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, ino, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (path, stat, hash) in items {
+        stmt.execute(params![
+            path,
+            stat.size as i64,
+            stat.mtime_ns,
+            stat.ino as i64,
+            hash
+        ])?;
+    }
+    Ok(())
+}
+
 /// A row of `entries` without the full metadata.
 #[derive(Debug, Clone)]
 pub struct EntryRow {
@@ -187,12 +204,21 @@ impl Index {
         Ok(())
     }
 
-    /// Records a hit: bumps the counter and the last-used time.
-    pub fn touch(&self, cache_key: &str, now: u64) -> Result<()> {
-        self.conn.execute(
+    /// Records a hit (bumps the counter and the last-used time) together with
+    /// the file hashes the restore learned, in one transaction.
+    pub fn record_hit(
+        &mut self,
+        cache_key: &str,
+        now: u64,
+        hashes: &[(String, Stat, String)],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
             "UPDATE entries SET hits = hits + 1, last_used = ?2 WHERE cache_key = ?1",
             params![cache_key, now as i64],
         )?;
+        insert_hashes(&tx, hashes)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -299,20 +325,7 @@ impl Index {
             return Ok(());
         }
         let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, ino, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (path, stat, hash) in items {
-                stmt.execute(params![
-                    path,
-                    stat.size as i64,
-                    stat.mtime_ns,
-                    stat.ino as i64,
-                    hash
-                ])?;
-            }
-        }
+        insert_hashes(&tx, items)?;
         tx.commit()?;
         Ok(())
     }

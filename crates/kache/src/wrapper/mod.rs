@@ -333,8 +333,11 @@ impl<'a> Session<'a> {
     fn try_restore(&mut self, meta: &EntryMeta) -> bool {
         match self.restore(meta) {
             Ok(bytes) => {
-                let _ = self.store.index.touch(&meta.cache_key, store::now());
-                let _ = self.hasher.flush(&mut self.store);
+                let hashes = self.hasher.take_pending();
+                let _ = self
+                    .store
+                    .index
+                    .record_hit(&meta.cache_key, store::now(), &hashes);
                 self.finish(
                     Outcome::Hit,
                     Some(&meta.cache_key),
