@@ -310,6 +310,9 @@ impl<'a> Session<'a> {
                     }
                 }
             }
+            // The inputs match; recomputing the key (a few hundred bytes of
+            // blake3) also rejects a row whose stored key does not follow
+            // from its own pre-key and inputs, e.g. a hand-edited index.
             let full = key::full_key(pre_key, &meta.inputs, &meta.env_deps);
             if full == meta.cache_key {
                 return Ok(Some(meta));
