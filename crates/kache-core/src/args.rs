@@ -72,7 +72,7 @@ pub struct Extern {
 }
 
 /// What an output file is, which decides how it may be restored. Written
-/// into `meta.json` as `immutable`, `dep-info` or `executable`.
+/// into `meta.json` as `immutable`, `dep-info`, `executable` or `copied`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutputKind {
@@ -82,6 +82,10 @@ pub enum OutputKind {
     DepInfo,
     /// Executables, dylibs, proc-macros: copied (or reflinked), never linked.
     Executable,
+    /// Files other tools may rewrite in place (C objects: the assembler
+    /// truncates and rewrites its output): copied (or reflinked), never
+    /// linked, and not executable.
+    Copied,
 }
 
 /// One file a compilation leaves in `out_dir`.

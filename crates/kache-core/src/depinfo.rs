@@ -40,6 +40,12 @@ pub fn parse(text: &str) -> DepInfo {
     info
 }
 
+/// Parses a make-style dependency file as gcc and clang write it (`-MD`):
+/// the first rule's prerequisites, with `\` line continuations joined.
+pub fn parse_make(text: &str) -> Vec<String> {
+    parse(&text.replace("\\\r\n", " ").replace("\\\n", " ")).files
+}
+
 /// Returns the prerequisites of a `target: deps` line, honouring escaped
 /// colons and spaces in the target.
 fn split_rule(line: &str) -> Option<&str> {
@@ -115,6 +121,20 @@ mod tests {
                 ("CARGO_PKG_NAME".to_string(), Some("foo".to_string())),
                 ("GREETING".to_string(), Some("hi\nthere".to_string())),
                 ("UNSET".to_string(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn make_rules_with_continuations_are_joined() {
+        let text = "/t/out/x.o: src/x.c /usr/include/stdio.h \\\n include/a\\ b.h \\\n /usr/include/features.h\n\ninclude/a\\ b.h:\n";
+        assert_eq!(
+            parse_make(text),
+            [
+                "src/x.c",
+                "/usr/include/stdio.h",
+                "include/a b.h",
+                "/usr/include/features.h"
             ]
         );
     }

@@ -5,6 +5,7 @@
 //! That keeps every rule here unit-testable and reusable by the planner.
 
 pub mod args;
+pub mod cc;
 pub mod depinfo;
 pub mod key;
 pub mod manifest;

@@ -1,8 +1,13 @@
 //! `kache`: a build cache for Rust.
 //!
-//! When `argv[1]` names rustc (or clippy-driver) kache is cargo's
-//! `RUSTC_WRAPPER` and caches that compile; otherwise it is a command-line
-//! tool over the local store.
+//! `argv[1]` decides the mode (see ARCHITECTURE.md):
+//! - rustc or clippy-driver: kache is cargo's `RUSTC_WRAPPER` for that compile;
+//! - a kache subcommand or an option: the command-line tool;
+//! - any other program that exists (a path, or a name on `PATH`): the `cc`
+//!   crate's compiler wrapper mode, which caches C-family object compiles and
+//!   runs everything else exactly as asked;
+//! - otherwise a compiler-like name is an error naming it, and anything else
+//!   is the command line's error.
 
 mod cli;
 mod config;
@@ -17,12 +22,17 @@ fn main() -> ExitCode {
     let mut args = std::env::args_os();
     let _self = args.next();
     let rest: Vec<_> = args.collect();
-    if let Some(first) = rest.first()
-        && wrapper::is_compiler(first)
-    {
-        let compiler = rest[0].clone();
-        let code = wrapper::run(compiler, rest[1..].to_vec());
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    if let Some(first) = rest.first() {
+        let code = if wrapper::is_compiler(first) {
+            Some(wrapper::run(first.clone(), rest[1..].to_vec()))
+        } else if wrapper::is_other_program(first, cli::is_command) {
+            Some(wrapper::run_program(first.clone(), rest[1..].to_vec()))
+        } else {
+            None
+        };
+        if let Some(code) = code {
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
     }
     logging::init_for_cli();
     match cli::run() {

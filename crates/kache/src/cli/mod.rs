@@ -46,6 +46,13 @@ enum Command {
     Doctor(doctor::Args),
 }
 
+/// Whether `name` is a kache subcommand (or `help`): such an `argv[1]` is
+/// never taken for a program to run.
+pub fn is_command(name: &str) -> bool {
+    use clap::CommandFactory;
+    name == "help" || Cli::command().find_subcommand(name).is_some()
+}
+
 /// Parses the command line and runs the command.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();

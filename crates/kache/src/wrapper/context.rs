@@ -40,7 +40,7 @@ impl Roots {
             .map(PathBuf::from)
             .or_else(|| home.as_ref().map(|h| h.join(".rustup")));
         if let Some(home) = &home {
-            add(home, normalize::HOME, None);
+            add(home, normalize::HOME, Some("/kache/home"));
         }
         if let Some(path) = &cargo_home {
             add(path, normalize::CARGO_HOME, Some("/kache/cargo"));
@@ -81,6 +81,13 @@ impl Roots {
             args.push("--remap-path-scope=macro,debuginfo".to_string());
         }
         args
+    }
+
+    /// `(real prefix, remapped name)` pairs, shortest prefix first: the
+    /// order in which both rustc and the C compilers let the most specific
+    /// (last) match win.
+    pub fn remaps(&self) -> &[(String, String)] {
+        &self.remaps
     }
 
     /// Resolves a path as rustc would: relative paths are relative to the cwd.

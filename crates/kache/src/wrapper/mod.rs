@@ -8,6 +8,7 @@
 //! falls back to running rustc unchanged; every error after it only loses
 //! the store, never rustc's exit code or output.
 
+mod cc;
 mod compile;
 mod context;
 mod lock;
@@ -41,6 +42,25 @@ pub fn is_compiler(arg: &OsStr) -> bool {
     let name = name.strip_suffix(".exe").unwrap_or(&name);
     name == "rustc" || name == "clippy-driver"
 }
+
+/// Whether `argv[1]` is a program for [`run_program`]: not an option, not a
+/// kache subcommand, and either an existing executable or a compiler-like
+/// name (so a missing compiler gets an error naming it, not the CLI's).
+pub fn is_other_program(arg: &OsStr, is_command: impl Fn(&str) -> bool) -> bool {
+    let text = arg.to_string_lossy();
+    if text.is_empty() || text.starts_with('-') || is_command(&text) {
+        return false;
+    }
+    let name = Path::new(arg)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    text.contains('/')
+        || kache_core::cc::is_gcc_like_name(&name)
+        || toolchain::find_program(arg).is_some()
+}
+
+pub use cc::run as run_program;
 
 fn is_clippy(arg: &OsStr) -> bool {
     Path::new(arg)
@@ -119,13 +139,73 @@ pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
     session.run(&plain)
 }
 
+/// The most recently used entry under `pre_key` whose recorded inputs all
+/// match now (an [`ABSENT`] input must still not exist) and whose `env!`
+/// values equal `env_value(name)`. Any doubt is a miss.
+fn find_entry(
+    store: &Store,
+    hasher: &mut HashCache,
+    roots: &Roots,
+    pre_key: &str,
+    env_value: impl Fn(&str) -> Option<String>,
+) -> Result<Option<EntryMeta>> {
+    'candidates: for meta in store.index.candidates(pre_key)? {
+        for (name, value) in &meta.env_deps {
+            if env_value(name).as_ref() != value.as_ref() {
+                trace!(crate_name = %meta.crate_name, name, "env! value differs");
+                continue 'candidates;
+            }
+        }
+        for input in &meta.inputs {
+            let path = roots.resolve(&roots.normalizer.denormalize(&input.path));
+            let matches = if input.hash == ABSENT {
+                std::fs::symlink_metadata(&path).is_err()
+            } else {
+                matches!(hasher.hash(store, &path), Ok(hashed) if hashed.hash == input.hash)
+            };
+            if !matches {
+                trace!(crate_name = %meta.crate_name, path = %input.path, "input differs");
+                continue 'candidates;
+            }
+        }
+        // The inputs match; recomputing the key (a few hundred bytes of
+        // blake3) also rejects a row whose stored key does not follow
+        // from its own pre-key and inputs, e.g. a hand-edited index.
+        let full = key::full_key(pre_key, &meta.inputs, &meta.env_deps);
+        if full == meta.cache_key {
+            return Ok(Some(meta));
+        }
+    }
+    Ok(None)
+}
+
+/// The hash recorded for an input that must *not* exist for an entry to
+/// hit (a header that would shadow one the compile found further down the
+/// include path).
+pub(crate) const ABSENT: &str = "absent";
+
+/// The value of an `env!` variable as it is keyed.
+fn env_dep_value(roots: &Roots, name: &str) -> Option<String> {
+    let value = std::env::var(name).ok()?;
+    Some(if context::env_dep_is_path_root(name) {
+        roots.normalizer.normalize(&value)
+    } else {
+        value
+    })
+}
+
 fn record_passthrough(config: &Config, invocation: &Invocation, started: Instant, reason: &str) {
+    record_passthrough_of(config, &invocation.crate_name, started, reason);
+}
+
+/// Records a compile kache chose not to cache, with the reason.
+fn record_passthrough_of(config: &Config, crate_name: &str, started: Instant, reason: &str) {
     let _ = std::fs::create_dir_all(&config.cache_dir);
     events::append(
         &config.cache_dir,
         &Event {
             ts_ms: events::now_ms(),
-            crate_name: invocation.crate_name.clone(),
+            crate_name: crate_name.to_string(),
             cache_key: None,
             outcome: Outcome::Passthrough,
             source: None,
@@ -291,43 +371,9 @@ impl<'a> Session<'a> {
     /// The most recently used entry under `pre_key` whose recorded inputs and
     /// `env!` values all match now. Any doubt is a miss.
     fn lookup(&mut self, pre_key: &str) -> Result<Option<EntryMeta>> {
-        'candidates: for meta in self.store.index.candidates(pre_key)? {
-            for (name, value) in &meta.env_deps {
-                if self.env_dep_value(name).as_ref() != value.as_ref() {
-                    trace!(crate_name = %meta.crate_name, name, "env! value differs");
-                    continue 'candidates;
-                }
-            }
-            for input in &meta.inputs {
-                let path = self
-                    .roots
-                    .resolve(&self.roots.normalizer.denormalize(&input.path));
-                match self.hasher.hash(&self.store, &path) {
-                    Ok(hashed) if hashed.hash == input.hash => {}
-                    _ => {
-                        trace!(crate_name = %meta.crate_name, path = %input.path, "input differs");
-                        continue 'candidates;
-                    }
-                }
-            }
-            // The inputs match; recomputing the key (a few hundred bytes of
-            // blake3) also rejects a row whose stored key does not follow
-            // from its own pre-key and inputs, e.g. a hand-edited index.
-            let full = key::full_key(pre_key, &meta.inputs, &meta.env_deps);
-            if full == meta.cache_key {
-                return Ok(Some(meta));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The value of an `env!` variable as it is keyed.
-    fn env_dep_value(&self, name: &str) -> Option<String> {
-        let value = std::env::var(name).ok()?;
-        Some(if context::env_dep_is_path_root(name) {
-            self.roots.normalizer.normalize(&value)
-        } else {
-            value
+        let roots = &self.roots;
+        find_entry(&self.store, &mut self.hasher, roots, pre_key, |name| {
+            env_dep_value(roots, name)
         })
     }
 
@@ -522,7 +568,7 @@ impl<'a> Session<'a> {
             let path = out_dir.join(&output.name);
             let stored = match output.kind {
                 OutputKind::Immutable => self.store.put_file(&path, true)?,
-                OutputKind::Executable => self.store.put_file(&path, false)?,
+                OutputKind::Executable | OutputKind::Copied => self.store.put_file(&path, false)?,
                 OutputKind::DepInfo => self
                     .store
                     .put_bytes(normalizer.normalize(&dep_text).as_bytes())?,
@@ -587,41 +633,91 @@ impl<'a> Session<'a> {
         compile_ms: u64,
         reason: Option<String>,
     ) {
-        let elapsed = self.started.elapsed();
-        let event = Event {
-            ts_ms: events::now_ms(),
-            crate_name: self.invocation.crate_name.clone(),
-            cache_key: key.map(String::from),
+        let crate_name = &self.invocation.crate_name;
+        let unit = Unit {
+            crate_name,
+            display: &display_name(crate_name),
+            terminal_only: false,
+        };
+        report(
+            self.config,
+            self.started,
+            &unit,
             outcome,
-            source: (outcome == Outcome::Hit).then(|| "local".to_string()),
-            elapsed_ms: elapsed.as_millis() as u64,
+            key,
             bytes,
             compile_ms,
             reason,
+        );
+    }
+}
+
+/// What an event and a progress line call one compile.
+struct Unit<'a> {
+    /// The entry's `crate_name` (`fx_core`, `zstd-sys:zstd.c`).
+    crate_name: &'a str,
+    /// How a progress line names it (`build_script_build (serde)`, `zstd-sys: zstd.c`).
+    display: &'a str,
+    /// The progress line may not go to stderr: a build script reads a C
+    /// compiler's stderr (the `cc` crate turns it into warnings and takes
+    /// any output from a flag probe as "unsupported"). It goes to the
+    /// terminal instead, when there is one.
+    terminal_only: bool,
+}
+
+/// Records the event and prints the `KACHE_PROGRESS` line of one compile.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    config: &Config,
+    started: Instant,
+    unit: &Unit,
+    outcome: Outcome,
+    key: Option<&str>,
+    bytes: u64,
+    compile_ms: u64,
+    reason: Option<String>,
+) {
+    let elapsed = started.elapsed();
+    let event = Event {
+        ts_ms: events::now_ms(),
+        crate_name: unit.crate_name.to_string(),
+        cache_key: key.map(String::from),
+        outcome,
+        source: (outcome == Outcome::Hit).then(|| "local".to_string()),
+        elapsed_ms: elapsed.as_millis() as u64,
+        bytes,
+        compile_ms,
+        reason,
+    };
+    events::append(&config.cache_dir, &event);
+    let label = match outcome {
+        Outcome::Hit => "local hit",
+        Outcome::Dup => "dup",
+        Outcome::Miss => "miss",
+        Outcome::Passthrough => return,
+    };
+    let show = match config.progress {
+        Progress::Off => false,
+        Progress::Hits => outcome == Outcome::Hit,
+        Progress::All => true,
+    };
+    if show {
+        let size = if bytes > 0 {
+            format!(", {}", format_size(bytes))
+        } else {
+            String::new()
         };
-        events::append(&self.config.cache_dir, &event);
-        let label = match outcome {
-            Outcome::Hit => "local hit",
-            Outcome::Dup => "dup",
-            Outcome::Miss => "miss",
-            Outcome::Passthrough => return,
-        };
-        let show = match self.config.progress {
-            Progress::Off => false,
-            Progress::Hits => outcome == Outcome::Hit,
-            Progress::All => true,
-        };
-        if show {
-            let size = if bytes > 0 {
-                format!(", {}", format_size(bytes))
-            } else {
-                String::new()
-            };
-            eprintln!(
-                "[kache] {}: {label} ({}{size})",
-                display_name(&self.invocation.crate_name),
-                format_duration(elapsed)
-            );
+        let line = format!(
+            "[kache] {}: {label} ({}{size})\n",
+            unit.display,
+            format_duration(elapsed)
+        );
+        if unit.terminal_only {
+            if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
+                let _ = tty.write_all(line.as_bytes());
+            }
+        } else {
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
 }

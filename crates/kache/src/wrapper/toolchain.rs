@@ -1,21 +1,24 @@
-//! Toolchain identity: the `rustc -vV` banner, remembered per rustc binary
-//! (path, size, mtime) so a hit never spawns a process to learn it.
+//! Toolchain identity: the `rustc -vV` banner (or `cc -v`, `clippy-driver
+//! --version`), remembered per binary, probe and stat (size, mtime, inode)
+//! so a hit never spawns a process to learn it.
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 use crate::store::{Stat, Store};
 
-/// The output of `<binary> <probe>` (`rustc -vV`, `clippy-driver --version`),
-/// from the index when the binary is unchanged.
+/// The output of `<binary> <probe>` (`rustc -vV`, `clippy-driver --version`,
+/// `cc -v`), stdout then stderr (gcc prints its banner on stderr), from the
+/// index when the binary is unchanged.
 pub fn identity(store: &Store, rustc: &Path, probe: &str) -> Result<String> {
     let resolved = resolve(rustc);
     let meta =
         std::fs::metadata(&resolved).with_context(|| format!("reading {}", resolved.display()))?;
     let stat = Stat::of(&meta);
-    let key = resolved.to_string_lossy();
+    let key = format!("{} {probe}", resolved.display());
     if let Some(banner) = store.index.toolchain(&key, &stat)? {
         return Ok(banner);
     }
@@ -26,20 +29,37 @@ pub fn identity(store: &Store, rustc: &Path, probe: &str) -> Result<String> {
     if !output.status.success() {
         bail!("{} {probe} failed with {}", rustc.display(), output.status);
     }
-    let banner = String::from_utf8(output.stdout).context("the version probe printed non-UTF-8")?;
+    let mut bytes = output.stdout;
+    bytes.extend_from_slice(&output.stderr);
+    let banner = String::from_utf8(bytes).context("the version probe printed non-UTF-8")?;
     store.index.remember_toolchain(&key, &stat, &banner)?;
     Ok(banner)
 }
 
 /// A bare `rustc` is looked up on `PATH`, as the OS would.
-fn resolve(rustc: &Path) -> std::path::PathBuf {
-    if rustc.components().count() > 1 {
-        return rustc.to_path_buf();
+fn resolve(rustc: &Path) -> PathBuf {
+    find_program(rustc.as_os_str()).unwrap_or_else(|| rustc.to_path_buf())
+}
+
+/// The file a program name runs: a name with a `/` as it is, a bare name
+/// looked up on `PATH` (the first executable file), as `execvp` would.
+/// `None` when there is no such executable.
+pub fn find_program(program: &OsStr) -> Option<PathBuf> {
+    let path = Path::new(program);
+    if path.components().count() > 1 || program.as_encoded_bytes().contains(&b'/') {
+        return is_executable(path).then(|| path.to_path_buf());
+    }
+    if program.is_empty() {
+        return None;
     }
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(rustc))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| rustc.to_path_buf())
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
