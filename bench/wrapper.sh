@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Benchmark (not a test): a realistic 60+ crate project from crates.io
-# (axum + tokio + serde + clap + tracing), measured side by side in one run:
-#   cold-with-kache / cold-plain, warm-after-clean / cold-plain,
-#   median wrapper time per hit, and the extra disk a second checkout's warm
-#   build costs relative to its target/.
-# Usage: bash bench/wrapper.sh   (work files go to bench/work, git-ignored)
+# Benchmark (not a test): real projects from crates.io, each measured side by
+# side in one run: cold-with-kache / cold-plain, warm-after-clean /
+# cold-plain, median wrapper time per hit; for the first, the extra disk a
+# second checkout's warm build costs relative to its target/.
+#   rust:   a 60+ crate project (axum + tokio + serde + clap + tracing)
+#   c-heavy: rusqlite (bundled sqlite3.c) + zstd (C and assembly) + blake3
+#            (tests/fixtures/csys), whose C goes through `kache cc …`
+# Usage: bash bench/wrapper.sh [rust] [c-heavy]   (default: both;
+# work files go to bench/work, git-ignored)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$root/bench/work"
@@ -58,55 +61,91 @@ async fn main() {
     let _ = app;
 }
 RS
-cd "$work/app"
-cargo generate-lockfile --quiet
-cargo fetch --quiet
-cp -r "$work/app" "$work/app2"
-crates=$(cargo tree --prefix none --edges normal,build | sort -u | wc -l)
-
 now() { date +%s.%N; }
 timed() { local t0; t0=$(now); "$@" >/dev/null 2>&1; awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b-a }'; }
+# The median of the numbers on stdin, or n/a.
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "n/a" }'; }
+# elapsed_ms of the hit events after line $1 of the event log matching $2.
+hit_times() {
+    tail -n +"$(($1 + 1))" "$KACHE_CACHE_DIR/events.jsonl" | grep '"outcome":"hit"' | grep -E "$2" \
+        | sed 's/.*"elapsed_ms":\([0-9]*\).*/\1/'
+}
 
 export CARGO_INCREMENTAL=0
-echo "project: $crates crates"
-# Cold builds alternate plain and kache for ROUNDS rounds (default 2), each
-# from an empty target/ and, for kache, an empty store; the ratio uses the
-# sum of each side, so one noisy build does not decide it.
-rounds=${ROUNDS:-2}
-plain_total=0; cold_total=0
-for round in $(seq 1 "$rounds"); do
-    rm -rf "$work/t-plain" "$work/cache" "$work/app/target"
-    plain=$(CARGO_TARGET_DIR="$work/t-plain" timed cargo build --offline)
-    cold=$(KACHE_CACHE_DIR="$work/cache" RUSTC_WRAPPER="$kache" timed cargo build --offline)
-    echo "round $round: cold plain ${plain}s, cold with kache ${cold}s"
-    plain_total=$(awk -v a="$plain_total" -v b="$plain" 'BEGIN { print a + b }')
-    cold_total=$(awk -v a="$cold_total" -v b="$cold" 'BEGIN { print a + b }')
+# bench_project NAME DIR: cold builds alternate plain and kache for ROUNDS
+# rounds (default 2), each from an empty target/ and, for kache, an empty
+# store; the ratio uses the mean of each side, so one noisy build does not
+# decide it. Then `cargo clean` and a warm build from the store.
+bench_project() {
+    local name=$1 dir=$2
+    cd "$dir"
+    [ -f Cargo.lock ] || cargo generate-lockfile --quiet
+    cargo fetch --quiet
+    local crates; crates=$(cargo tree --prefix none --edges normal,build | sort -u | wc -l)
+    echo "== $name: $crates crates"
+    local rounds=${ROUNDS:-2} plain_total=0 cold_total=0 plain cold
+    for round in $(seq 1 "$rounds"); do
+        rm -rf "$work/t-plain-$name" "$work/cache-$name" "$dir/target"
+        plain=$(CARGO_TARGET_DIR="$work/t-plain-$name" timed cargo build --offline)
+        cold=$(KACHE_CACHE_DIR="$work/cache-$name" RUSTC_WRAPPER="$kache" timed cargo build --offline)
+        echo "round $round: cold plain ${plain}s, cold with kache ${cold}s"
+        plain_total=$(awk -v a="$plain_total" -v b="$plain" 'BEGIN { print a + b }')
+        cold_total=$(awk -v a="$cold_total" -v b="$cold" 'BEGIN { print a + b }')
+    done
+    plain=$(awk -v t="$plain_total" -v n="$rounds" 'BEGIN { printf "%.2f", t / n }')
+    cold=$(awk -v t="$cold_total" -v n="$rounds" 'BEGIN { printf "%.2f", t / n }')
+    export KACHE_CACHE_DIR="$work/cache-$name" RUSTC_WRAPPER="$kache"
+    cargo clean --quiet
+    local before warm
+    before=$(wc -l < "$KACHE_CACHE_DIR/events.jsonl")
+    warm=$(timed cargo build --offline)
+    echo "warm after cargo clean:  ${warm}s"
+    local rust_median c_median hits c_hits
+    rust_median=$(hit_times "$before" '"crate_name":"[^":]*",' | median)
+    c_median=$(hit_times "$before" '"crate_name":"[^"]*:[^"]*",' | median)
+    hits=$(hit_times "$before" '"crate_name":"[^":]*",' | wc -l)
+    c_hits=$(hit_times "$before" '"crate_name":"[^"]*:[^"]*",' | wc -l)
+    awk -v plain="$plain" -v cold="$cold" -v warm="$warm" -v rm="$rust_median" -v hits="$hits" \
+        -v cm="$c_median" -v chits="$c_hits" -v name="$name" 'BEGIN {
+        printf "\n[%s]\n", name
+        printf "%-44s %6.2f  (goal <= 1.05; means of the rounds)\n", "cold-with-kache / cold-plain:", cold / plain
+        printf "%-44s %6.2f  (goal <= 0.10 C-heavy, 0.25 Rust)\n", "warm-after-clean / cold-plain:", warm / plain
+        printf "%-44s %6s ms over %d hits (goal <= 10)\n", "median wrapper time per rustc hit:", rm, hits
+        if (chits > 0) printf "%-44s %6s ms over %d hits (goal <= 5)\n", "median wrapper time per C hit:", cm, chits
+    }'
+    unset KACHE_CACHE_DIR RUSTC_WRAPPER
+}
+
+# The extra disk a second checkout of the rust project costs.
+bench_disk() {
+    export KACHE_CACHE_DIR="$work/cache-rust" RUSTC_WRAPPER="$kache"
+    local before after second one
+    before=$(du -sbc "$KACHE_CACHE_DIR" "$work/app/target" | tail -1 | cut -f1)
+    (cd "$work/app2" && cargo build --offline >/dev/null 2>&1)
+    after=$(du -sbc "$KACHE_CACHE_DIR" "$work/app/target" "$work/app2/target" | tail -1 | cut -f1)
+    second=$(du -sb "$work/app2/target" | cut -f1)
+    one=$(du -sb "$work/t-plain-rust" | cut -f1)
+    awk -v extra="$((after - before))" -v second="$second" -v total="$after" -v one="$one" 'BEGIN {
+        printf "%-44s %6.1f%% (goal <= 10%%)\n", "second checkout extra disk / its target/:", 100 * extra / second
+        printf "%-44s %6.2fx (goal <= 1.25)\n", "store + two targets / one plain target/:", total / one
+    }'
+    unset KACHE_CACHE_DIR RUSTC_WRAPPER
+}
+
+selected=${*:-rust c-heavy}
+for project in $selected; do
+    case $project in
+        rust)
+            (cd "$work/app" && cargo generate-lockfile --quiet)
+            cp -r "$work/app" "$work/app2"
+            bench_project rust "$work/app"
+            bench_disk
+            ;;
+        c-heavy)
+            mkdir -p "$work/csys"
+            cp -r "$root/tests/fixtures/csys/." "$work/csys/"
+            bench_project c-heavy "$work/csys"
+            ;;
+        *) echo "unknown project $project (rust, c-heavy)" >&2; exit 2 ;;
+    esac
 done
-plain=$(awk -v t="$plain_total" -v n="$rounds" 'BEGIN { printf "%.2f", t / n }')
-cold=$(awk -v t="$cold_total" -v n="$rounds" 'BEGIN { printf "%.2f", t / n }')
-
-export KACHE_CACHE_DIR="$work/cache"
-export RUSTC_WRAPPER="$kache"
-cargo clean --quiet
-lines_before=$(wc -l < "$KACHE_CACHE_DIR/events.jsonl")
-warm=$(timed cargo build --offline)
-echo "warm after cargo clean:  ${warm}s"
-median=$(tail -n +"$((lines_before + 1))" "$KACHE_CACHE_DIR/events.jsonl" \
-    | grep '"outcome":"hit"' | sed 's/.*"elapsed_ms":\([0-9]*\).*/\1/' | sort -n \
-    | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "n/a" }')
-hits=$(tail -n +"$((lines_before + 1))" "$KACHE_CACHE_DIR/events.jsonl" | grep -c '"outcome":"hit"' || true)
-
-before=$(du -sbc "$KACHE_CACHE_DIR" "$work/app/target" | tail -1 | cut -f1)
-(cd "$work/app2" && cargo build --offline >/dev/null 2>&1)
-after=$(du -sbc "$KACHE_CACHE_DIR" "$work/app/target" "$work/app2/target" | tail -1 | cut -f1)
-second=$(du -sb "$work/app2/target" | cut -f1)
-one=$(du -sb "$work/t-plain" | cut -f1)
-
-awk -v plain="$plain" -v cold="$cold" -v warm="$warm" -v median="$median" -v hits="$hits" \
-    -v extra="$((after - before))" -v second="$second" -v total="$after" -v one="$one" 'BEGIN {
-    printf "\n%-44s %6.2f  (goal <= 1.05; means of the rounds)\n", "cold-with-kache / cold-plain:", cold / plain
-    printf "%-44s %6.2f  (goal <= 0.25)\n", "warm-after-clean / cold-plain:", warm / plain
-    printf "%-44s %6s ms over %d hits (goal <= 10)\n", "median wrapper time per hit:", median, hits
-    printf "%-44s %6.1f%% (goal <= 10%%)\n", "second checkout extra disk / its target/:", 100 * extra / second
-    printf "%-44s %6.2fx (goal <= 1.25)\n", "store + two targets / one plain target/:", total / one
-}'

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Every test: formatting, lints, unit and end-to-end tests of the whole
-# workspace, the Helm chart with the real Helm engine, and the image's build
-# stage command. Installs what it needs once and reuses it afterwards.
+# workspace (C and C++ through the cc crate included), the Helm chart with
+# the real Helm engine, and the image's build stage command. Installs what it needs once and reuses it afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The C-family tests build C and C++ through the cc crate: they need a C and
+# a C++ compiler.
+if ! command -v cc >/dev/null 2>&1 || ! command -v c++ >/dev/null 2>&1; then
+    echo "==> installing gcc and g++"
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq gcc g++ >/dev/null
+fi
 
 echo "==> fmt and clippy"
 cargo fmt --all -- --check

@@ -19,6 +19,13 @@ pub fn fixture_source() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/fx")
 }
 
+/// `tests/fixtures/<name>`.
+pub fn fixture_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
 /// One test's world: a temp root holding project copies and a cache.
 pub struct World {
     pub root: tempfile::TempDir,
@@ -47,6 +54,21 @@ impl World {
     pub fn project(&self, name: &str) -> PathBuf {
         let dest = self.root.path().join(name);
         copy_dir(&fixture_source(), &dest);
+        dest
+    }
+
+    /// Copies `tests/fixtures/<fixture>` to `<root>/<name>` and fetches its
+    /// locked registry dependencies into `CARGO_HOME` (a no-op once they
+    /// are there), so the builds can run `--offline`.
+    pub fn project_from(&self, fixture: &str, name: &str) -> PathBuf {
+        let dest = self.root.path().join(name);
+        copy_dir(&fixture_dir(fixture), &dest);
+        let fetched = self
+            .command("cargo", &dest)
+            .args(["fetch", "--locked", "--quiet"])
+            .status()
+            .expect("run cargo fetch");
+        assert!(fetched.success(), "cargo fetch failed for {fixture}");
         dest
     }
 
@@ -151,6 +173,19 @@ impl Run {
 
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.output.stderr).to_string()
+    }
+
+    /// The outcome of every C-family unit of this run (`crate_name`s with
+    /// a `:`, like `cfx:add.c`), ignoring passthroughs.
+    pub fn c_units(&self) -> BTreeMap<String, String> {
+        self.outcomes()
+            .into_iter()
+            .filter(|(name, _)| name.contains(':'))
+            .filter_map(|(name, list)| {
+                let cached: Vec<String> = list.into_iter().filter(|o| o != "passthrough").collect();
+                (!cached.is_empty()).then(|| (name, cached.join(",")))
+            })
+            .collect()
     }
 
     /// `crate → [outcome, …]` for this run.
