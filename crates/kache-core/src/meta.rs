@@ -41,6 +41,10 @@ pub struct EntryMeta {
     pub env_deps: Vec<(String, Option<String>)>,
     /// Digest of each pre-key component, for `why-miss`.
     pub components: BTreeMap<String, String>,
+    /// A machine-local path kache could not normalise, and why. It stays in
+    /// the key as is, so the entry only hits from the same place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unnormalised: Option<String>,
 }
 
 /// One stored output file.

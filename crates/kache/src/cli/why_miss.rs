@@ -74,6 +74,12 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
         .find(|e| e.crate_types == newest.crate_types && e.target == newest.target)
         .or_else(|| entries.get(1));
     let Some(previous) = previous else {
+        if let Some(why) = &newest.unnormalised {
+            println!(
+                "{}: the target directory was not recognised: {why}",
+                args.crate_name
+            );
+        }
         println!(
             "{}: one entry only; its first build was a miss because nothing was stored yet",
             args.crate_name
@@ -92,6 +98,9 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     }
     for reason in reasons {
         println!("  {reason}");
+    }
+    if let Some(why) = &newest.unnormalised {
+        println!("  note: the target directory was not recognised: {why}");
     }
     Ok(ExitCode::SUCCESS)
 }

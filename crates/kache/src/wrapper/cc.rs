@@ -154,7 +154,9 @@ impl<'a> CcSession<'a> {
         let cwd = std::env::current_dir().context("reading the current directory")?;
         let output = cwd.join(&invocation.output);
         let out_dir = output.parent().unwrap_or(&cwd).to_path_buf();
-        let roots = Roots::discover(&cwd, &out_dir);
+        // A build script's OUT_DIR sits under `[<triple>/]<profile>/build/…`.
+        let triple = std::env::var("TARGET").ok();
+        let roots = Roots::discover(&cwd, &out_dir, triple.as_deref());
         let dep_file = invocation.dep_file().map(|d| cwd.join(d));
         let crate_name = unit_name(invocation);
         let display = crate_name.replacen(':', ": ", 1);
@@ -463,6 +465,7 @@ impl<'a> CcSession<'a> {
             inputs,
             env_deps: Vec::new(),
             components: self.builder.digests(),
+            unnormalised: self.roots.unnormalised.clone(),
         };
         self.store.commit_entry(&meta)?;
         let outcome = if all_existed {

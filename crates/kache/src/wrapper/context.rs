@@ -12,14 +12,19 @@ use crate::config::home_dir;
 pub struct Roots {
     pub normalizer: PathNormalizer,
     pub cwd: PathBuf,
+    /// Set when the target directory could not be found: the output
+    /// directory that stays in the key as is, and why.
+    pub unnormalised: Option<String>,
     /// `(real prefix, remapped name)`, shortest prefix first, so the most
     /// specific one is the last rustc sees (the last matching flag wins).
     remaps: Vec<(String, String)>,
 }
 
 impl Roots {
-    /// Finds the roots for a call running in `cwd` writing to `out_dir`.
-    pub fn discover(cwd: &Path, out_dir: &Path) -> Self {
+    /// Finds the roots for a call running in `cwd` writing to `out_dir`,
+    /// compiling for `triple` (rustc's `--target`, a build script's
+    /// `TARGET`; `None` for the host layout).
+    pub fn discover(cwd: &Path, out_dir: &Path, triple: Option<&str>) -> Self {
         let mut normalizer = PathNormalizer::default();
         let mut remaps = Vec::new();
         let mut add = |path: &Path, sentinel: &'static str, remap: Option<&str>| {
@@ -59,13 +64,21 @@ impl Roots {
         } else {
             cwd.join(out_dir)
         };
-        if let Some(target) = target_dir(&out_dir) {
-            add(&target, normalize::TARGET, Some("/kache/target"));
-        }
+        let unnormalised = match target_dir(&out_dir, triple) {
+            Ok(target) => {
+                add(&target, normalize::TARGET, Some("/kache/target"));
+                None
+            }
+            Err(why) => {
+                tracing::info!("target directory not normalised: {why}");
+                Some(why)
+            }
+        };
         remaps.sort_by_key(|(prefix, _)| prefix.len());
         Self {
             normalizer,
             cwd: cwd.to_path_buf(),
+            unnormalised,
             remaps,
         }
     }
@@ -101,13 +114,75 @@ impl Roots {
     }
 }
 
-/// The target directory: the nearest ancestor of `out_dir` holding cargo's
-/// `CACHEDIR.TAG`.
-fn target_dir(out_dir: &Path) -> Option<PathBuf> {
-    out_dir
+/// The target directory of a compile writing to `out_dir`: the nearest
+/// ancestor holding cargo's `CACHEDIR.TAG`, else the root of cargo's layout
+/// around `out_dir` (see [`layout_target_dir`]). `Err` says why neither
+/// applies.
+fn target_dir(out_dir: &Path, triple: Option<&str>) -> Result<PathBuf, String> {
+    if let Some(dir) = out_dir
         .ancestors()
         .find(|dir| dir.join("CACHEDIR.TAG").is_file())
-        .map(Path::to_path_buf)
+    {
+        // `--target` builds tag `<target>/<triple>` too (and only that one
+        // when `<target>` existed before cargo ran): the target directory is
+        // the one above it.
+        let triple = triple_dir_name(triple);
+        return Ok(match dir.parent() {
+            Some(parent) if triple.is_some_and(|t| dir.ends_with(t)) => parent.to_path_buf(),
+            _ => dir.to_path_buf(),
+        });
+    }
+    layout_target_dir(out_dir, triple).ok_or_else(|| {
+        format!(
+            "{} is neither under a directory holding cargo's CACHEDIR.TAG nor in \
+             cargo's <target>/[<triple>/]<profile>/{{deps,examples,build/<unit>}} layout; \
+             it is keyed as is",
+            out_dir.display()
+        )
+    })
+}
+
+/// The target directory read from cargo's layout, for the directories
+/// cargo leaves without `CACHEDIR.TAG` (`cargo install`'s temporary
+/// directory, `cargo package`'s verify build): the output directory is
+/// `<target>/[<triple>/]<profile>/deps` or `…/examples`, or is (or is under)
+/// `…/<profile>/build/<package>-<16 hex digits>` for build scripts and
+/// their `OUT_DIR`. The `<triple>` level exists exactly when the unit is
+/// compiled for an explicit `--target`, whose name it bears.
+pub fn layout_target_dir(out_dir: &Path, triple: Option<&str>) -> Option<PathBuf> {
+    let profile = out_dir.ancestors().find_map(|dir| {
+        let name = dir.file_name()?.to_str()?;
+        let parent = dir.parent()?;
+        if name == "deps" || name == "examples" {
+            return Some(parent);
+        }
+        let in_build = parent.file_name().is_some_and(|n| n == "build");
+        (in_build && is_unit_dir_name(name))
+            .then(|| parent.parent())
+            .flatten()
+    })?;
+    let mut target = profile.parent()?;
+    if let Some(triple) = triple_dir_name(triple)
+        && target.file_name().is_some_and(|n| n == triple)
+    {
+        target = target.parent()?;
+    }
+    (target.parent().is_some()).then(|| target.to_path_buf())
+}
+
+/// The directory cargo names after a `--target` (a custom target spec
+/// `specs/custom.json` gives `custom`).
+fn triple_dir_name(triple: Option<&str>) -> Option<&str> {
+    let triple = triple?;
+    let triple = triple.strip_suffix(".json").unwrap_or(triple);
+    Path::new(triple).file_name()?.to_str()
+}
+
+/// `<package>-<16 hex digits>`: cargo's name for a unit's directory.
+fn is_unit_dir_name(name: &str) -> bool {
+    name.rsplit_once('-').is_some_and(|(package, hash)| {
+        !package.is_empty() && hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// Environment variables cargo sets that can change rustc's output through
@@ -189,7 +264,7 @@ mod tests {
             "Signature: 8a477f597d28d172789f06886806bc55",
         )
         .unwrap();
-        let roots = Roots::discover(&ws, &out);
+        let roots = Roots::discover(&ws, &out, None);
         let args = roots.remap_args(false);
         let ws_flag = format!("--remap-path-prefix={}=.", ws.display());
         let target_flag = format!(
@@ -222,6 +297,74 @@ mod tests {
             "{kache:target}/debug/deps/libx.rlib {kache:ws}/src/lib.rs"
         );
         assert_eq!(roots.resolve("src/lib.rs"), ws.join("src/lib.rs"));
+    }
+
+    #[test]
+    fn the_target_dir_is_read_from_cargos_layout_without_a_tag() {
+        let cases = [
+            (
+                "/tmp/cargo-installAb12/release/deps",
+                None,
+                Some("/tmp/cargo-installAb12"),
+            ),
+            (
+                "/w/t/x86_64-unknown-linux-gnu/debug/deps",
+                Some("x86_64-unknown-linux-gnu"),
+                Some("/w/t"),
+            ),
+            (
+                "/w/t/debug/deps",
+                Some("x86_64-unknown-linux-gnu"),
+                Some("/w/t"),
+            ),
+            ("/w/t/my-profile/examples", None, Some("/w/t")),
+            (
+                "/w/t/debug/build/zstd-sys-0123456789abcdef",
+                None,
+                Some("/w/t"),
+            ),
+            (
+                "/w/t/debug/build/zstd-sys-0123456789abcdef/out/sub",
+                None,
+                Some("/w/t"),
+            ),
+            (
+                "/w/t/aarch64-linux-android/release/build/ring-fedcba9876543210/out",
+                Some("aarch64-linux-android"),
+                Some("/w/t"),
+            ),
+            (
+                "/w/t/custom/debug/deps",
+                Some("specs/custom.json"),
+                Some("/w/t"),
+            ),
+            ("/w/t/debug/build/not-a-unit/out", None, None),
+            ("/w/somewhere/else", None, None),
+            ("/deps", None, None),
+        ];
+        for (out_dir, triple, expected) in cases {
+            assert_eq!(
+                layout_target_dir(Path::new(out_dir), triple).as_deref(),
+                expected.map(Path::new),
+                "{out_dir} {triple:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_target_dir_is_said_not_guessed() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("odd/place");
+        let roots = Roots::discover(root.path(), &out, None);
+        let why = roots.unnormalised.expect("no target dir found");
+        assert!(why.contains(&out.display().to_string()), "{why}");
+        assert!(
+            !roots
+                .normalizer
+                .roots()
+                .iter()
+                .any(|(_, s)| *s == normalize::TARGET)
+        );
     }
 
     #[test]

@@ -243,7 +243,11 @@ impl<'a> Session<'a> {
             .context("unknown output naming for this target")?;
         let store = Store::open(&config.cache_dir)?;
         let cwd = std::env::current_dir().context("reading the current directory")?;
-        let roots = Roots::discover(&cwd, Path::new(&invocation.out_dir));
+        let roots = Roots::discover(
+            &cwd,
+            Path::new(&invocation.out_dir),
+            invocation.target.as_deref(),
+        );
         let out_dir = roots.resolve(&invocation.out_dir);
         Ok(Self {
             config,
@@ -612,6 +616,7 @@ impl<'a> Session<'a> {
             inputs,
             env_deps,
             components: builder.digests(),
+            unnormalised: self.roots.unnormalised.clone(),
         };
         self.store.commit_entry(&meta)?;
         Ok((
