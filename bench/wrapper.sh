@@ -6,7 +6,9 @@
 #   rust:   a 60+ crate project (axum + tokio + serde + clap + tracing)
 #   c-heavy: rusqlite (bundled sqlite3.c) + zstd (C and assembly) + blake3
 #            (tests/fixtures/csys), whose C goes through `kache cc …`
-# Usage: bash bench/wrapper.sh [rust] [c-heavy]   (default: both;
+#   install: `cargo install --locked ripgrep` (INSTALL_TOOL) plain, then
+#            through kache into two roots: second / first
+# Usage: bash bench/wrapper.sh [rust] [c-heavy] [install]   (default: all;
 # work files go to bench/work, git-ignored)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -132,7 +134,25 @@ bench_disk() {
     unset KACHE_CACHE_DIR RUSTC_WRAPPER
 }
 
-selected=${*:-rust c-heavy}
+# `cargo install` of a real tool twice into two roots, as CI jobs do on a
+# fresh runner: cargo builds in a new temporary directory each time.
+bench_install() {
+    local tool=${INSTALL_TOOL:-ripgrep} plain first second
+    echo "== install: cargo install --locked $tool"
+    plain=$(timed cargo install --locked --root "$work/r-plain" "$tool")
+    export KACHE_CACHE_DIR="$work/cache-install" RUSTC_WRAPPER="$kache"
+    first=$(timed cargo install --locked --root "$work/r1" "$tool")
+    second=$(timed cargo install --locked --root "$work/r2" "$tool")
+    echo "plain ${plain}s, first through kache ${first}s, second ${second}s"
+    awk -v plain="$plain" -v first="$first" -v second="$second" 'BEGIN {
+        printf "\n[install]\n"
+        printf "%-44s %6.2f\n", "first install with kache / plain:", first / plain
+        printf "%-44s %6.2f  (goal <= 0.35)\n", "second install / first install:", second / first
+    }'
+    unset KACHE_CACHE_DIR RUSTC_WRAPPER
+}
+
+selected=${*:-rust c-heavy install}
 for project in $selected; do
     case $project in
         rust)
@@ -146,6 +166,7 @@ for project in $selected; do
             cp -r "$root/tests/fixtures/csys/." "$work/csys/"
             bench_project c-heavy "$work/csys"
             ;;
-        *) echo "unknown project $project (rust, c-heavy)" >&2; exit 2 ;;
+        install) bench_install ;;
+        *) echo "unknown project $project (rust, c-heavy, install)" >&2; exit 2 ;;
     esac
 done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: formatting, lints, unit and end-to-end tests of the whole
-# workspace (C and C++ through the cc crate included), the Helm chart with
-# the real Helm engine, and the image's build stage command. Installs what it needs once and reuses it afterwards.
+# workspace (C and C++ through the cc crate included, the remote against a
+# real S3 server), the Helm chart with the real Helm engine, and the image's
+# build stage command. Installs what it needs once and reuses it afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,13 @@ if ! command -v cc >/dev/null 2>&1 || ! command -v c++ >/dev/null 2>&1; then
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq gcc g++ >/dev/null
 fi
+
+# The remote tests start a real S3 server (Garage), installed once into a
+# cache outside the clone (KACHE_CI_CACHE, default ~/.cache/kache-ci).
+echo "==> S3 server for the remote tests"
+KACHE_GARAGE_BIN=$(bash scripts/install-garage.sh)
+export KACHE_GARAGE_BIN
+echo "garage: $KACHE_GARAGE_BIN"
 
 echo "==> fmt and clippy"
 cargo fmt --all -- --check

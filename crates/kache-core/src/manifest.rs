@@ -1,4 +1,5 @@
-//! Remote wire documents: build manifests and `Cargo.lock` shards.
+//! Remote wire documents: per-entry manifests, build manifests and
+//! `Cargo.lock` shards.
 
 use serde::{Deserialize, Serialize};
 
@@ -6,6 +7,22 @@ use serde::{Deserialize, Serialize};
 pub const MANIFEST_VERSION: u32 = 3;
 /// Number of shard buckets `Cargo.lock` packages are spread over.
 pub const SHARD_BUCKETS: u64 = 64;
+
+/// `{prefix}/v3/manifests/{crate_name}/{cache_key}.json`: one stored entry.
+/// Written after its pack, so it is the commit marker listings rely on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryManifest {
+    pub version: u32,
+    pub cache_key: String,
+    pub crate_name: String,
+    /// The pack's full object key.
+    pub pack_key: String,
+    /// Compressed size of the pack.
+    pub pack_bytes: u64,
+    /// Sum of the entry's file sizes.
+    pub original_bytes: u64,
+    pub file_count: u64,
+}
 
 /// `{prefix}/_manifests/{manifest_key}.json`, written by `kache save-manifest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

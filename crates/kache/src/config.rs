@@ -39,14 +39,25 @@ pub enum Progress {
     All,
 }
 
-/// `[cache.remote]`: an S3-compatible bucket.
+/// `[cache.remote]`: an S3-compatible bucket (`type = "s3"`, the default)
+/// or a shared directory (`type = "fs"`, `path = …`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteConfig {
-    pub bucket: String,
-    pub endpoint: Option<String>,
-    pub region: String,
+    pub backend: kache_remote::Backend,
     pub prefix: String,
-    pub profile: Option<String>,
+    /// Concurrent transfers (`KACHE_S3_CONCURRENCY`, default 16).
+    pub concurrency: usize,
+}
+
+impl RemoteConfig {
+    /// `s3://bucket at endpoint/prefix` or `fs:/path/prefix`, for messages.
+    pub fn describe(&self) -> String {
+        let location = match &self.backend {
+            kache_remote::Backend::S3(spec) => spec.location(),
+            kache_remote::Backend::Fs(path) => format!("fs:{}", path.display()),
+        };
+        format!("{location} (prefix {})", self.prefix)
+    }
 }
 
 /// `[cache.planner]`: consulted only when `endpoint` is set.
@@ -88,6 +99,7 @@ struct FileRemote {
     region: Option<String>,
     prefix: Option<String>,
     profile: Option<String>,
+    path: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,25 +166,7 @@ impl Config {
         if !(1..=22).contains(&compression_level) {
             bail!("KACHE_COMPRESSION_LEVEL must be within 1..=22, got {compression_level}");
         }
-        let file_remote = file.remote.unwrap_or_default();
-        if let Some(kind) = &file_remote.kind
-            && kind != "s3"
-        {
-            bail!("[cache.remote] type {kind:?} is not supported (only \"s3\")");
-        }
-        let remote = env("KACHE_S3_BUCKET")
-            .or(file_remote.bucket)
-            .map(|bucket| RemoteConfig {
-                bucket,
-                endpoint: env("KACHE_S3_ENDPOINT").or(file_remote.endpoint),
-                region: env("KACHE_S3_REGION")
-                    .or(file_remote.region)
-                    .unwrap_or_else(|| "us-east-1".to_string()),
-                prefix: env("KACHE_S3_PREFIX")
-                    .or(file_remote.prefix)
-                    .unwrap_or_else(|| "artifacts".to_string()),
-                profile: env("KACHE_S3_PROFILE").or(file_remote.profile),
-            });
+        let remote = resolve_remote(file.remote.unwrap_or_default())?;
         let file_planner = file.planner.unwrap_or_default();
         let timeout_ms = match env("KACHE_PLANNER_TIMEOUT_MS") {
             Some(text) => text
@@ -202,6 +196,51 @@ impl Config {
             source,
         })
     }
+}
+
+/// The remote from `KACHE_S3_*` and `[cache.remote]`; `None` when no bucket
+/// (or, for `type = "fs"`, no path) is set.
+fn resolve_remote(file: FileRemote) -> Result<Option<RemoteConfig>> {
+    let prefix = env("KACHE_S3_PREFIX")
+        .or(file.prefix)
+        .unwrap_or_else(|| "artifacts".to_string());
+    let concurrency = match env("KACHE_S3_CONCURRENCY") {
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .with_context(|| {
+                format!("KACHE_S3_CONCURRENCY: {text:?} is not a number in 1..=256")
+            })?,
+        None => 16,
+    };
+    let backend = match file.kind.as_deref().unwrap_or("s3") {
+        "fs" => match file.path {
+            Some(path) => kache_remote::Backend::Fs(path),
+            None => bail!("[cache.remote] type \"fs\" needs a path"),
+        },
+        "s3" => {
+            let Some(bucket) = env("KACHE_S3_BUCKET").or(file.bucket) else {
+                return Ok(None);
+            };
+            kache_remote::Backend::S3(kache_remote::s3::S3Spec {
+                bucket,
+                endpoint: env("KACHE_S3_ENDPOINT").or(file.endpoint),
+                region: env("KACHE_S3_REGION")
+                    .or(file.region)
+                    .unwrap_or_else(|| "us-east-1".to_string()),
+                access_key: env("KACHE_S3_ACCESS_KEY"),
+                secret_key: env("KACHE_S3_SECRET_KEY"),
+                profile: env("KACHE_S3_PROFILE").or(file.profile),
+            })
+        }
+        other => bail!("[cache.remote] type {other:?} is not supported (\"s3\" or \"fs\")"),
+    };
+    Ok(Some(RemoteConfig {
+        backend,
+        prefix,
+        concurrency,
+    }))
 }
 
 /// `KACHE_CONFIG`, else the nearest `.kache.toml`, else the XDG config file.
@@ -250,10 +289,14 @@ mod tests {
         let config = Config::resolve(file.cache, None).unwrap();
         assert_eq!(config.max_size, 2 << 30);
         let remote = config.remote.unwrap();
+        let kache_remote::Backend::S3(spec) = &remote.backend else {
+            panic!("an s3 remote: {remote:?}");
+        };
         assert_eq!(
-            (remote.region.as_str(), remote.prefix.as_str()),
+            (spec.region.as_str(), remote.prefix.as_str()),
             ("us-east-1", "artifacts")
         );
+        assert_eq!(remote.concurrency, 16);
         assert_eq!(config.planner.timeout_ms, 750);
         assert_eq!(
             config.planner.endpoint, None,
@@ -266,6 +309,22 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("[cache]\nmax_sise = \"1G\"\n").is_err());
         let file: FileConfig = toml::from_str("[cache.remote]\ntype = \"gcs\"\n").unwrap();
         assert!(Config::resolve(file.cache, None).is_err());
+    }
+
+    #[test]
+    fn a_shared_directory_is_a_remote_too() {
+        let file: FileConfig =
+            toml::from_str("[cache.remote]\ntype = \"fs\"\npath = \"/mnt/cache\"\n").unwrap();
+        let remote = Config::resolve(file.cache, None).unwrap().remote.unwrap();
+        assert_eq!(
+            remote.backend,
+            kache_remote::Backend::Fs(PathBuf::from("/mnt/cache"))
+        );
+        let file: FileConfig = toml::from_str("[cache.remote]\ntype = \"fs\"\n").unwrap();
+        assert!(
+            Config::resolve(file.cache, None).is_err(),
+            "fs without a path"
+        );
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct Event {
     /// Why a call passed through or was not stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The target directory the compile wrote into, when known: `kache
+    /// sync --push` shares what one workspace built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_dir: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch.

@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod events;
 mod logging;
+mod remote;
 mod store;
 mod wrapper;
 

@@ -39,11 +39,8 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     }
     match &config.remote {
         Some(remote) => println!(
-            "ok   remote s3://{}/{} (region {}, endpoint {}, zstd level {}{})",
-            remote.bucket,
-            remote.prefix,
-            remote.region,
-            remote.endpoint.as_deref().unwrap_or("AWS"),
+            "ok   remote {} (zstd level {}{})",
+            remote.describe(),
             config.compression_level,
             if config.local_only {
                 "; KACHE_LOCAL_ONLY set, unused"

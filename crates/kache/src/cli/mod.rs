@@ -7,6 +7,7 @@ mod list;
 mod purge;
 mod report;
 mod stats;
+mod sync;
 mod why_miss;
 
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ enum Command {
     Purge(purge::Args),
     /// Check the setup and the store; optionally verify checksums and repair.
     Doctor(doctor::Args),
+    /// Pull what this workspace needs from the remote, push what it built.
+    Sync(sync::Args),
 }
 
 /// Whether `name` is a kache subcommand (or `help`): such an `argv[1]` is
@@ -66,6 +69,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Gc(args) => gc::run(&config, args),
         Command::Purge(args) => purge::run(&config, args),
         Command::Doctor(args) => doctor::run(&config, args),
+        Command::Sync(args) => sync::run(&config, args),
     }
 }
 

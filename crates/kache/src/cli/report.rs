@@ -248,6 +248,7 @@ mod tests {
             bytes: 10,
             compile_ms,
             reason: None,
+            target_dir: None,
         }
     }
 

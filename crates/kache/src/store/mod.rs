@@ -68,6 +68,51 @@ impl Store {
         self.index.insert(meta, now())
     }
 
+    /// Opens a stored blob for reading (to pack an entry for upload).
+    pub fn open_blob(&self, hash: &str) -> std::io::Result<std::fs::File> {
+        std::fs::File::open(self.blob_path(hash))
+    }
+
+    /// A new empty directory inside the store to unpack a download into,
+    /// removed when dropped. Inside the store so an import renames, never
+    /// copies, and a crash leaves it where `gc` finds it.
+    pub fn incoming_dir(&self) -> Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix("pack-")
+            .tempdir_in(self.incoming()?)
+            .context("creating a directory for a download")
+    }
+
+    /// A new temporary file inside the store (a pack being built for
+    /// upload), removed when dropped.
+    pub fn incoming_file(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix("pack-")
+            .tempfile_in(self.incoming()?)
+            .context("creating a file for a pack")
+    }
+
+    fn incoming(&self) -> Result<PathBuf> {
+        let dir = self.store_dir().join("incoming");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Imports an entry whose files, named as in `meta.files` and already
+    /// verified against their hashes, are in `dir`. Blobs first, then the
+    /// entry: a crash in between leaves unused blobs, never a half entry.
+    pub fn import_entry(&mut self, meta: &EntryMeta, dir: &Path) -> Result<()> {
+        for file in &meta.files {
+            let path = dir.join(&file.name);
+            let link = file.kind == kache_core::args::OutputKind::Immutable;
+            let stored = self.put_file(&path, link)?;
+            if stored.hash != file.hash {
+                anyhow::bail!("{} changed while it was imported", file.name);
+            }
+        }
+        self.commit_entry(meta)
+    }
+
     /// Removes entries from the index and their `meta.json` directories.
     /// Blobs are left to [`Store::remove_unused_blobs`].
     pub fn remove_entries(&mut self, keys: &[String]) -> Result<usize> {

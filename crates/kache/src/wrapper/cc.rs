@@ -536,6 +536,7 @@ impl<'a> CcSession<'a> {
             crate_name: &self.crate_name,
             display: &self.display,
             terminal_only: true,
+            target_dir: self.roots.target_dir.as_deref(),
         };
         report(
             self.config,

@@ -12,6 +12,8 @@ use crate::config::home_dir;
 pub struct Roots {
     pub normalizer: PathNormalizer,
     pub cwd: PathBuf,
+    /// The target directory, when found.
+    pub target_dir: Option<PathBuf>,
     /// Set when the target directory could not be found: the output
     /// directory that stays in the key as is, and why.
     pub unnormalised: Option<String>,
@@ -64,20 +66,21 @@ impl Roots {
         } else {
             cwd.join(out_dir)
         };
-        let unnormalised = match target_dir(&out_dir, triple) {
+        let (target_dir, unnormalised) = match target_dir(&out_dir, triple) {
             Ok(target) => {
                 add(&target, normalize::TARGET, Some("/kache/target"));
-                None
+                (Some(target), None)
             }
             Err(why) => {
                 tracing::info!("target directory not normalised: {why}");
-                Some(why)
+                (None, Some(why))
             }
         };
         remaps.sort_by_key(|(prefix, _)| prefix.len());
         Self {
             normalizer,
             cwd: cwd.to_path_buf(),
+            target_dir,
             unnormalised,
             remaps,
         }

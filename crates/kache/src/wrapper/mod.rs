@@ -213,6 +213,7 @@ fn record_passthrough_of(config: &Config, crate_name: &str, started: Instant, re
             bytes: 0,
             compile_ms: 0,
             reason: Some(reason.to_string()),
+            target_dir: None,
         },
     );
 }
@@ -643,6 +644,7 @@ impl<'a> Session<'a> {
             crate_name,
             display: &display_name(crate_name),
             terminal_only: false,
+            target_dir: self.roots.target_dir.as_deref(),
         };
         report(
             self.config,
@@ -668,6 +670,8 @@ struct Unit<'a> {
     /// any output from a flag probe as "unsupported"). It goes to the
     /// terminal instead, when there is one.
     terminal_only: bool,
+    /// Where the compile wrote its outputs.
+    target_dir: Option<&'a Path>,
 }
 
 /// Records the event and prints the `KACHE_PROGRESS` line of one compile.
@@ -693,6 +697,7 @@ fn report(
         bytes,
         compile_ms,
         reason,
+        target_dir: unit.target_dir.map(|d| d.to_string_lossy().to_string()),
     };
     events::append(&config.cache_dir, &event);
     let label = match outcome {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod garage;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -123,6 +125,16 @@ impl World {
             .args(args)
             .output()
             .expect("run kache")
+    }
+
+    /// Runs `kache <args>` in `dir` with extra environment.
+    pub fn kache_in(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(KACHE, dir);
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run kache")
     }
 
     /// Every event in the log.

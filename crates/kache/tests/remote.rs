@@ -1,0 +1,283 @@
+//! The shared cache: `kache sync` against a real S3 server (Garage, a
+//! separate process on loopback that checks SigV4) and the shared-directory
+//! backend, with real cargo builds on both sides.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Output;
+
+use common::garage::Garage;
+use common::{EXPECTED_LINE, LIBS, World, run_app};
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn assert_ok(out: &Output) -> String {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "kache failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn a_fresh_cache_pulls_what_another_pushed_and_every_library_unit_hits() {
+    let garage = Garage::start();
+    let mut a = World::new();
+    a.env = garage.env();
+    let project = a.project("p");
+    a.cargo(&project, &["build"]).ok();
+    let pushed = assert_ok(&a.kache_in(&project, &["sync", "--push"], &[]));
+    assert!(
+        pushed.contains(&format!("pushed {} entries", LIBS.len())),
+        "{pushed}"
+    );
+    // A second push finds everything there.
+    let again = assert_ok(&a.kache_in(&project, &["sync", "--push"], &[]));
+    assert!(again.contains("pushed 0 entries"), "{again}");
+    assert!(
+        again.contains(&format!("{} already there", LIBS.len())),
+        "{again}"
+    );
+
+    a.cargo(&project, &["clean"]).ok();
+    let mut b = World::new();
+    b.env = garage.env();
+    let pulled = assert_ok(&b.kache_in(&project, &["sync", "--pull"], &[]));
+    assert!(
+        pulled.contains(&format!("pulled {} entries", LIBS.len())),
+        "{pulled}"
+    );
+    let warm = b.cargo(&project, &["build"]).ok();
+    for lib in LIBS {
+        assert_eq!(warm.outcome(lib), "hit", "{lib}: {:?}", warm.outcomes());
+    }
+    assert_eq!(run_app(&project), EXPECTED_LINE);
+}
+
+#[test]
+fn dry_runs_move_nothing() {
+    let garage = Garage::start();
+    let mut a = World::new();
+    a.env = garage.env();
+    let project = a.project("p");
+    a.cargo(&project, &["build"]).ok();
+    let out = assert_ok(&a.kache_in(&project, &["sync", "--push", "--dry-run"], &[]));
+    assert!(
+        out.contains(&format!("would push up to {} entries", LIBS.len())),
+        "{out}"
+    );
+    let mut b = World::new();
+    b.env = garage.env();
+    let out = assert_ok(&b.kache_in(&project, &["sync", "--pull", "--all", "--dry-run"], &[]));
+    assert!(
+        out.contains("would pull 0 entries"),
+        "the bucket stayed empty: {out}"
+    );
+
+    // Once pushed, a pull dry run lists them and imports none.
+    assert_ok(&a.kache_in(&project, &["sync", "--push"], &[]));
+    let out = assert_ok(&b.kache_in(&project, &["sync", "--pull", "--dry-run"], &[]));
+    assert!(
+        out.contains(&format!("would pull {} entries", LIBS.len())),
+        "{out}"
+    );
+    let list = b.kache(&["list"]);
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains("fx_core"),
+        "a dry run imported something"
+    );
+}
+
+#[test]
+fn a_wrong_secret_is_one_clear_line_and_a_failure() {
+    let garage = Garage::start();
+    let mut world = World::new();
+    world.env = garage.env();
+    let project = world.project("p");
+    world.cargo(&project, &["build"]).ok();
+    let out = world.kache_in(
+        &project,
+        &["sync", "--push"],
+        &[(
+            "KACHE_S3_SECRET_KEY",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        )],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("access denied"), "{stderr}");
+    assert!(
+        stderr.contains(&garage.endpoint) && stderr.contains("kache"),
+        "{stderr}"
+    );
+}
+
+/// A loopback HTTP server that answers every request with `status`.
+fn answering_server(status: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 65536];
+                let _ = stream.read(&mut buf);
+                let body = "<Error><Code>InternalError</Code></Error>";
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_bucket_that_is_down_or_failing_fails_sync_clearly_and_never_a_build() {
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    for endpoint in [closed, answering_server("500 Internal Server Error")] {
+        let mut world = World::new();
+        world.env = vec![
+            ("KACHE_S3_BUCKET".into(), "kache".into()),
+            ("KACHE_S3_ENDPOINT".into(), endpoint.clone()),
+            ("KACHE_S3_ACCESS_KEY".into(), "GKtest".into()),
+            ("KACHE_S3_SECRET_KEY".into(), "secret".into()),
+        ];
+        let project = world.project("p");
+        // The build itself never waits on the bucket.
+        world.cargo(&project, &["build"]).ok();
+        world.cargo(&project, &["clean"]).ok();
+        let warm = world.cargo(&project, &["build"]).ok();
+        assert_eq!(warm.outcome("fx_core"), "hit");
+        let out = world.kache_in(&project, &["sync"], &[]);
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{endpoint}: {stdout}");
+        assert!(stderr.contains(&endpoint), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}
+
+/// A config file putting the remote in a shared directory.
+fn fs_remote(world: &World, shared: &Path) -> (String, String) {
+    let config = world.root.path().join("kache-fs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache.remote]\ntype = \"fs\"\npath = \"{}\"\n",
+            shared.display()
+        ),
+    )
+    .unwrap();
+    ("KACHE_CONFIG".into(), config.to_string_lossy().to_string())
+}
+
+#[test]
+fn the_shared_directory_backend_round_trips_with_the_exact_layout() {
+    let shared_root = tempfile::tempdir().unwrap();
+    let shared = shared_root.path().join("mnt");
+    let mut a = World::new();
+    a.env = vec![fs_remote(&a, &shared)];
+    let project = a.project("p");
+    a.cargo(&project, &["build"]).ok();
+    assert_ok(&a.kache_in(&project, &["sync", "--push"], &[]));
+
+    let core_dir = shared.join("artifacts/v3/manifests/fx_core");
+    let manifests: Vec<_> = std::fs::read_dir(&core_dir).unwrap().flatten().collect();
+    assert_eq!(manifests.len(), 1);
+    let name = manifests[0].file_name().to_string_lossy().to_string();
+    let key = name.strip_suffix(".json").unwrap().to_string();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(manifests[0].path()).unwrap()).unwrap();
+    let fields: Vec<&String> = json.as_object().unwrap().keys().collect();
+    assert_eq!(
+        fields,
+        [
+            "cache_key",
+            "crate_name",
+            "file_count",
+            "original_bytes",
+            "pack_bytes",
+            "pack_key",
+            "version"
+        ]
+    );
+    assert_eq!(json["version"], 3);
+    assert_eq!(json["cache_key"], key.as_str());
+    assert_eq!(json["crate_name"], "fx_core");
+    let pack_key = format!("artifacts/v3/packs/fx_core/{key}.tar.zst");
+    assert_eq!(json["pack_key"], pack_key.as_str());
+    let pack = shared.join(&pack_key);
+    assert_eq!(json["pack_bytes"], std::fs::metadata(&pack).unwrap().len());
+    assert!(json["file_count"].as_u64().unwrap() >= 2);
+
+    // The pack: a zstd tar whose first member is meta.json.
+    let tar_bytes = zstd::decode_all(std::fs::File::open(&pack).unwrap()).unwrap();
+    let mut archive = tar::Archive::new(&tar_bytes[..]);
+    let first = archive.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(first.path().unwrap().to_str(), Some("meta.json"));
+
+    a.cargo(&project, &["clean"]).ok();
+    let mut b = World::new();
+    b.env = vec![fs_remote(&b, &shared)];
+    assert_ok(&b.kache_in(&project, &["sync", "--pull"], &[]));
+    let warm = b.cargo(&project, &["build"]).ok();
+    for lib in LIBS {
+        assert_eq!(warm.outcome(lib), "hit", "{lib}: {:?}", warm.outcomes());
+    }
+    assert_eq!(run_app(&project), EXPECTED_LINE);
+
+    // A flipped byte in one pack: that entry is refused, the rest import,
+    // the exit code says something failed, nothing lands outside the store.
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&pack, bytes).unwrap();
+    let mut c = World::new();
+    c.env = vec![fs_remote(&c, &shared)];
+    let out = c.kache_in(&project, &["sync", "--pull"], &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("pulled {} entries", LIBS.len() - 1)),
+        "{stdout}"
+    );
+    assert!(stderr.contains("fx_core"), "{stderr}");
+    let list = String::from_utf8_lossy(&c.kache(&["list", "fx_core"]).stdout).to_string();
+    assert!(
+        !list.contains(&key[..16]),
+        "the corrupt entry was imported: {list}"
+    );
+    let incoming = c.cache.join("store/incoming");
+    let leftovers: Vec<_> = std::fs::read_dir(&incoming)
+        .map(|d| d.flatten().count())
+        .into_iter()
+        .collect();
+    assert!(
+        leftovers.iter().all(|n| *n == 0),
+        "temporary files left in {}",
+        incoming.display()
+    );
+    let mut names: Vec<String> = std::fs::read_dir(c.root.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["cache", "kache-fs.toml"],
+        "nothing written beside the store"
+    );
+}
