@@ -422,6 +422,55 @@ impl Invocation {
         !is_build_script && (self.is_test || self.crate_types.contains(&CrateType::Bin))
     }
 
+    /// Whether rustc links this output itself (an executable, a dylib, a
+    /// proc-macro): then the linker and the C library it links against are
+    /// part of what the output is.
+    pub fn is_linked(&self) -> bool {
+        self.emit.contains(&Emit::Link)
+            && (self.is_test
+                || self.crate_types.iter().any(|t| {
+                    matches!(
+                        t,
+                        CrateType::Bin
+                            | CrateType::Dylib
+                            | CrateType::Cdylib
+                            | CrateType::ProcMacro
+                    )
+                }))
+    }
+
+    /// `-C linker=<path>`, when given.
+    pub fn linker(&self) -> Option<&str> {
+        self.codegen_value("linker")
+    }
+
+    /// Whether the compile targets the CPU it runs on (`-C target-cpu=native`),
+    /// which means something different on every machine.
+    pub fn targets_native_cpu(&self) -> bool {
+        self.codegen_value("target-cpu") == Some("native")
+    }
+
+    /// The last value of `-C <name>=…` / `-C<name>=…`.
+    fn codegen_value(&self, name: &str) -> Option<&str> {
+        let mut found = None;
+        let mut args = self.args.iter();
+        while let Some(arg) = args.next() {
+            let option = if arg == "-C" || arg == "--codegen" {
+                args.next().map(String::as_str)
+            } else {
+                arg.strip_prefix("-C")
+                    .or_else(|| arg.strip_prefix("--codegen="))
+            };
+            if let Some(value) = option
+                .and_then(|o| o.strip_prefix(name))
+                .and_then(|o| o.strip_prefix('='))
+            {
+                found = Some(value);
+            }
+        }
+        found
+    }
+
     /// The files rustc writes into `out_dir` for this call, or `None` for a
     /// target whose naming kache does not know (it then passes through).
     pub fn outputs(&self) -> Option<Vec<Output>> {
@@ -484,6 +533,30 @@ mod tests {
         --cfg feature=\"std\" -C metadata=abc -C extra-filename=-0123 \
         --out-dir /w/target/debug/deps -C incremental=/w/target/debug/incremental \
         -L dependency=/w/target/debug/deps --extern bar=/w/target/debug/deps/libbar-9.rmeta";
+
+    fn cacheable(text: &str) -> Invocation {
+        match parse(&argv(text)) {
+            Parsed::Cacheable(inv) => inv,
+            Parsed::Passthrough(why) => panic!("passthrough: {why}"),
+        }
+    }
+
+    #[test]
+    fn linked_outputs_native_cpus_and_linkers_are_recognised() {
+        let lib = cacheable(LIB);
+        assert!(!lib.is_linked());
+        assert!(!lib.targets_native_cpu());
+        assert_eq!(lib.linker(), None);
+        let native = cacheable(&format!("{LIB} -C target-cpu=native -Clinker=/opt/cc"));
+        assert!(native.targets_native_cpu());
+        assert_eq!(native.linker(), Some("/opt/cc"));
+        let macro_crate = cacheable(&LIB.replace("--crate-type lib", "--crate-type proc-macro"));
+        assert!(macro_crate.is_linked());
+        let generic = cacheable(&format!(
+            "{LIB} -C target-cpu=native -C target-cpu=x86-64-v2"
+        ));
+        assert!(!generic.targets_native_cpu(), "the last -C target-cpu wins");
+    }
 
     #[test]
     fn reads_a_cargo_library_call() {

@@ -176,3 +176,55 @@ fn an_unrecognised_target_dir_is_named_by_why_miss() {
     );
     assert!(text.contains("out2"), "{text}");
 }
+
+#[test]
+fn machine_dependent_inputs_are_keyed_by_what_they_mean_here() {
+    // `-C target-cpu=native` is the same text everywhere but a different
+    // CPU on each machine; linked outputs (proc-macros, build scripts)
+    // depend on the linker and the C library.
+    let world = World::new();
+    let project = world.project("p");
+    let run = world
+        .cargo_with(
+            &project,
+            &["build"],
+            &[
+                ("RUSTFLAGS", "-C target-cpu=native"),
+                ("KACHE_LOG", "kache=trace"),
+            ],
+        )
+        .ok();
+    let log = run.stderr();
+    let components = |crate_name: &str| -> Vec<String> {
+        log.lines()
+            .filter(|l| {
+                l.contains("key component") && l.contains(&format!("crate_name={crate_name} "))
+            })
+            .filter_map(|l| l.split("component=").nth(1))
+            .filter_map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .map(|c| c.trim_matches('"').to_string())
+            })
+            .collect()
+    };
+    let core = components("fx_core");
+    assert!(core.contains(&"native_cpu".to_string()), "{core:?}\n{log}");
+    assert!(
+        !core.contains(&"linker".to_string()),
+        "an rlib is not linked: {core:?}"
+    );
+    let macros = components("fx_macros");
+    for name in ["linker", "libc", "native_cpu"] {
+        assert!(macros.contains(&name.to_string()), "{name} in {macros:?}");
+    }
+    world.cargo(&project, &["clean"]).ok();
+    let warm = world
+        .cargo_with(
+            &project,
+            &["build"],
+            &[("RUSTFLAGS", "-C target-cpu=native")],
+        )
+        .ok();
+    assert_all_libs(&warm, "hit");
+}

@@ -208,6 +208,24 @@ impl<'a> CcSession<'a> {
         for arg in &self.invocation.keyed {
             builder.add("args", normalize(arg));
         }
+        // `-march=native` and friends resolve differently on every machine:
+        // key what they resolve to here (the predefined macros name the
+        // CPU's features).
+        let native: Vec<&str> = self
+            .invocation
+            .keyed
+            .iter()
+            .map(String::as_str)
+            .filter(|a| a.starts_with("-m") && a.ends_with("=native"))
+            .collect();
+        if !native.is_empty() {
+            let mut probe = native.clone();
+            probe.extend(["-E", "-dM", "-x", "c", "/dev/null"]);
+            builder.add(
+                "native_cpu",
+                toolchain::probe_output(&self.store, Path::new(self.program), &probe)?,
+            );
+        }
         if self.invocation.wants_dep_file {
             // The caller's dep file names the object.
             builder.add("output", normalize(&self.invocation.output));

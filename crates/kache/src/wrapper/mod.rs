@@ -323,6 +323,30 @@ impl<'a> Session<'a> {
             }
         }
         key::add_arguments(&mut builder, inv, &self.roots.normalizer);
+        // Inputs that mean different things on different machines (see
+        // ARCHITECTURE.md, "Portable keys").
+        if inv.targets_native_cpu() {
+            let mut probe = vec!["--print", "cfg", "-C", "target-cpu=native"];
+            if let Some(target) = &inv.target {
+                probe.extend(["--target", target]);
+            }
+            builder.add(
+                "native_cpu",
+                toolchain::probe_output(&self.store, &self.compiler.rustc, &probe)?,
+            );
+        }
+        if inv.is_linked() {
+            let linker = inv.linker().unwrap_or("cc");
+            let linker_path = self.roots.resolve(linker);
+            let linker_path = if linker.contains('/') {
+                linker_path
+            } else {
+                PathBuf::from(linker)
+            };
+            let banner = toolchain::identity(&self.store, &linker_path, "-v")?;
+            builder.add("linker", kache_core::cc::banner_identity(&banner));
+            builder.add("libc", toolchain::libc_identity());
+        }
         for ext in &inv.externs {
             let value = match &ext.path {
                 Some(path) => {

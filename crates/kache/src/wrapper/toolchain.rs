@@ -14,16 +14,25 @@ use crate::store::{Stat, Store};
 /// `cc -v`), stdout then stderr (gcc prints its banner on stderr), from the
 /// index when the binary is unchanged.
 pub fn identity(store: &Store, rustc: &Path, probe: &str) -> Result<String> {
+    probe_output(store, rustc, &[probe])
+}
+
+/// The output of `<binary> <args…>`, remembered like [`identity`]: for
+/// probes whose answer depends only on the binary (and the machine), such
+/// as what `-C target-cpu=native` resolves to.
+pub fn probe_output(store: &Store, rustc: &Path, args: &[&str]) -> Result<String> {
     let resolved = resolve(rustc);
     let meta =
         std::fs::metadata(&resolved).with_context(|| format!("reading {}", resolved.display()))?;
     let stat = Stat::of(&meta);
+    let probe = args.join(" ");
     let key = format!("{} {probe}", resolved.display());
     if let Some(banner) = store.index.toolchain(&key, &stat)? {
         return Ok(banner);
     }
     let output = Command::new(rustc)
-        .arg(probe)
+        .args(args)
+        .stdin(std::process::Stdio::null())
         .output()
         .with_context(|| format!("running {} {probe}", rustc.display()))?;
     if !output.status.success() {
@@ -34,6 +43,23 @@ pub fn identity(store: &Store, rustc: &Path, probe: &str) -> Result<String> {
     let banner = String::from_utf8(bytes).context("the version probe printed non-UTF-8")?;
     store.index.remember_toolchain(&key, &stat, &banner)?;
     Ok(banner)
+}
+
+/// The C library this machine links against: glibc's version where there
+/// is one. A program linked against a newer glibc does not start on an
+/// older one, so linked outputs carry it in their key.
+pub fn libc_identity() -> String {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: gnu_get_libc_version returns a pointer to a static,
+        // NUL-terminated string and has no preconditions.
+        let version = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) };
+        format!("glibc {}", version.to_string_lossy())
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        format!("{} {}", std::env::consts::OS, std::env::consts::ARCH)
+    }
 }
 
 /// A bare `rustc` is looked up on `PATH`, as the OS would.
