@@ -536,7 +536,7 @@ mod tests {
 
     fn cacheable(text: &str) -> Invocation {
         match parse(&argv(text)) {
-            Parsed::Cacheable(inv) => inv,
+            Parsed::Cacheable(inv) => *inv,
             Parsed::Passthrough(why) => panic!("passthrough: {why}"),
         }
     }
