@@ -8,6 +8,10 @@
 #            (tests/fixtures/csys), whose C goes through `kache cc …`
 #   install: `cargo install --locked ripgrep` (INSTALL_TOOL) plain, then
 #            through kache into two roots: second / first
+#   fresh-runner: the rust project built into cache A and pushed to a real
+#            S3 server (Garage on loopback); cache B empty: `kache sync
+#            --pull` + build, over plain cold, with bytes moved
+#            (needs the rust project first; run `rust fresh-runner`)
 # Usage: bash bench/wrapper.sh [rust] [c-heavy] [install]   (default: all;
 # work files go to bench/work, git-ignored)
 set -euo pipefail
@@ -116,6 +120,7 @@ bench_project() {
         if (chits > 0) printf "%-44s %6s ms over %d hits (goal <= 5)\n", "median wrapper time per C hit:", cm, chits
     }'
     unset KACHE_CACHE_DIR RUSTC_WRAPPER
+    eval "plain_${name//-/_}=$plain"
 }
 
 # The extra disk a second checkout of the rust project costs.
@@ -152,7 +157,33 @@ bench_install() {
     unset KACHE_CACHE_DIR RUSTC_WRAPPER
 }
 
-selected=${*:-rust c-heavy install}
+# A fresh runner: the bucket is warm (pushed from cache A), cache B is empty.
+bench_fresh_runner() {
+    [ -d "$work/cache-rust" ] || { echo "fresh-runner needs the rust project first" >&2; exit 2; }
+    echo "== fresh-runner: sync --pull + build from a warm bucket"
+    eval "$(bash "$root/scripts/garage-server.sh" "$work/garage")"
+    trap 'kill "$(cat "$work/garage/garage.pid")" 2>/dev/null || true' EXIT
+    (cd "$work/app" && KACHE_CACHE_DIR="$work/cache-rust" "$kache" sync --push --all | tail -2)
+    export KACHE_CACHE_DIR="$work/cache-fresh" RUSTC_WRAPPER="$kache"
+    rm -rf "$KACHE_CACHE_DIR"
+    cd "$work/app" && cargo clean --quiet
+    local t0 pull_out build total plain
+    t0=$(now)
+    pull_out=$("$kache" sync --pull)
+    awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "sync --pull: %.2fs\n", b-a }'
+    echo "$pull_out" | tail -2
+    build=$(timed cargo build --offline)
+    total=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b-a }')
+    plain=$(awk -v t="$plain_rust" 'BEGIN { print t }')
+    echo "build after pull: ${build}s; pull + build: ${total}s"
+    awk -v total="$total" -v plain="$plain" 'BEGIN {
+        printf "\n[fresh-runner]\n"
+        printf "%-44s %6.2f  (goal <= 0.15)\n", "sync --pull + build / plain cold:", total / plain
+    }'
+    unset KACHE_CACHE_DIR RUSTC_WRAPPER
+}
+
+selected=${*:-rust c-heavy install fresh-runner}
 for project in $selected; do
     case $project in
         rust)
@@ -167,6 +198,7 @@ for project in $selected; do
             bench_project c-heavy "$work/csys"
             ;;
         install) bench_install ;;
-        *) echo "unknown project $project (rust, c-heavy, install)" >&2; exit 2 ;;
+        fresh-runner) bench_fresh_runner ;;
+        *) echo "unknown project $project (rust, c-heavy, install, fresh-runner)" >&2; exit 2 ;;
     esac
 done

@@ -95,19 +95,31 @@ impl ObjectStorage {
     }
 }
 
-/// Maps an `object_store` error to one line of [`RemoteError`].
+/// Maps an `object_store` error to one line of [`RemoteError`]: the
+/// server's own error code and message when it sent one, else the
+/// innermost cause (`Connection refused`), never a request dump.
 fn classify(location: &str, err: object_store::Error) -> RemoteError {
     let location = location.to_string();
-    let detail = one_line(&err);
+    let full = one_line(&err);
+    let detail = server_message(&full).unwrap_or_else(|| {
+        let cause = innermost(&err);
+        match full
+            .split("after ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+        {
+            Some(retries) if retries.contains("retries") => format!("{cause} (after {retries})"),
+            _ => cause,
+        }
+    });
     match err {
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => RemoteError::Denied { location, detail },
         object_store::Error::Generic { .. } => {
-            let lower = detail.to_ascii_lowercase();
+            let lower = full.to_ascii_lowercase();
             let denied = [
-                "403",
-                "401",
-                "forbidden",
+                "403 forbidden",
+                "401 unauthorized",
                 "accessdenied",
                 "signaturedoesnotmatch",
                 "invalidaccesskeyid",
@@ -120,6 +132,31 @@ fn classify(location: &str, err: object_store::Error) -> RemoteError {
         }
         _ => RemoteError::Other { location, detail },
     }
+}
+
+/// `Code: Message` from an S3 XML error body inside `text`.
+fn server_message(text: &str) -> Option<String> {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))?;
+        Some(text[start..start + end].trim().to_string())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(message)) => Some(format!("{code}: {message}")),
+        (Some(code), None) => Some(code),
+        _ => None,
+    }
+}
+
+/// The deepest source of an error: the cause a person can act on.
+fn innermost(err: &dyn std::error::Error) -> String {
+    let mut current = err;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    let text = current.to_string();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// An error and its sources on one line, bounded in length.
