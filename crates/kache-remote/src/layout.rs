@@ -53,6 +53,19 @@ impl Layout {
         self.join(&format!("v3/manifests/{crate_name}"))
     }
 
+    /// `{prefix}/v3/prekeys/{crate_name}/{pre_key}/{cache_key}`: an empty
+    /// marker kache adds (beside the layout above, which other readers
+    /// ignore) so a client that knows only a compile's pre-key can find the
+    /// entries to prove a hit from. Written after the manifest.
+    pub fn prekey_marker(&self, crate_name: &str, pre_key: &str, cache_key: &str) -> String {
+        self.join(&format!("v3/prekeys/{crate_name}/{pre_key}/{cache_key}"))
+    }
+
+    /// `{prefix}/v3/prekeys/{crate_name}/{pre_key}`: the markers of one pre-key.
+    pub fn prekey_dir(&self, crate_name: &str, pre_key: &str) -> String {
+        self.join(&format!("v3/prekeys/{crate_name}/{pre_key}"))
+    }
+
     /// `{prefix}/_manifests/{manifest_key}.json`.
     pub fn build_manifest(&self, manifest_key: &str) -> String {
         self.join(&format!("_manifests/{manifest_key}.json"))

@@ -21,7 +21,8 @@ pub use layout::Layout;
 pub use storage::{RemoteError, Storage};
 
 /// Which backend, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     S3(s3::S3Spec),
     Fs(std::path::PathBuf),

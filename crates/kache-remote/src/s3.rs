@@ -25,7 +25,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const RETRY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where a bucket is and how to sign for it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct S3Spec {
     pub bucket: String,
     /// `http(s)://host:port`; `None` is AWS itself.

@@ -25,3 +25,21 @@ fn init(filter: &str) {
         .without_time()
         .try_init();
 }
+
+/// For the daemon: `KACHE_LOG` (default `info`) appended to its log file.
+pub fn init_for_daemon(path: &std::path::Path) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    let filter = std::env::var("KACHE_LOG").unwrap_or_else(|_| "kache=info".to_string());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
+    Ok(())
+}

@@ -11,6 +11,7 @@
 
 mod cli;
 mod config;
+mod daemon;
 mod events;
 mod logging;
 mod remote;
@@ -35,7 +36,11 @@ fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(code).unwrap_or(1));
         }
     }
-    logging::init_for_cli();
+    // The daemon logs to its own file (see `kache daemon run`).
+    let daemon_run = rest.len() >= 2 && rest[0] == "daemon" && rest[1] == "run";
+    if !daemon_run {
+        logging::init_for_cli();
+    }
     match cli::run() {
         Ok(code) => code,
         Err(err) => {

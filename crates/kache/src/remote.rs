@@ -141,6 +141,7 @@ impl Remote {
         let pack_bytes = file.as_file().metadata()?.len();
         let pack_key = self.layout.pack(&meta.crate_name, &meta.cache_key);
         self.storage.put_file(&pack_key, file.path()).await?;
+        crate::wrapper::fault_point("after-pack-upload");
         let manifest = EntryManifest {
             version: MANIFEST_VERSION,
             cache_key: meta.cache_key.clone(),
@@ -153,10 +154,33 @@ impl Remote {
         self.storage
             .put(&manifest_key, serde_json::to_vec(&manifest)?.into())
             .await?;
+        let marker = self
+            .layout
+            .prekey_marker(&meta.crate_name, &meta.pre_key, &meta.cache_key);
+        self.storage.put(&marker, bytes::Bytes::new()).await?;
         Ok(Pushed::Uploaded {
             pack_bytes,
             original_bytes,
         })
+    }
+
+    /// The cache keys the bucket holds for one compile's pre-key.
+    pub async fn keys_for_prekey(
+        &self,
+        crate_name: &str,
+        pre_key: &str,
+    ) -> Result<Vec<String>, RemoteError> {
+        let dir = self.layout.prekey_dir(crate_name, pre_key);
+        Ok(self
+            .storage
+            .list(&dir)
+            .await?
+            .into_iter()
+            .filter_map(|object| {
+                let key = object.rsplit('/').next()?.to_string();
+                kache_remote::layout::is_valid_key(&key).then_some(key)
+            })
+            .collect())
     }
 
     /// Downloads and imports the entry, unless the local store has it.

@@ -12,6 +12,9 @@ use std::process::Output;
 use common::garage::Garage;
 use common::{EXPECTED_LINE, LIBS, World, run_app};
 
+/// Builds in these tests leave the remote to `kache sync`: no daemon.
+const LOCAL: &[(&str, &str)] = &[("KACHE_LOCAL_ONLY", "1")];
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -31,7 +34,7 @@ fn a_fresh_cache_pulls_what_another_pushed_and_every_library_unit_hits() {
     let mut a = World::new();
     a.env = garage.env();
     let project = a.project("p");
-    a.cargo(&project, &["build"]).ok();
+    a.cargo_with(&project, &["build"], LOCAL).ok();
     let pushed = assert_ok(&a.kache_in(&project, &["sync", "--push"], &[]));
     assert!(
         pushed.contains(&format!("pushed {} entries", LIBS.len())),
@@ -53,7 +56,7 @@ fn a_fresh_cache_pulls_what_another_pushed_and_every_library_unit_hits() {
         pulled.contains(&format!("pulled {} entries", LIBS.len())),
         "{pulled}"
     );
-    let warm = b.cargo(&project, &["build"]).ok();
+    let warm = b.cargo_with(&project, &["build"], LOCAL).ok();
     for lib in LIBS {
         assert_eq!(warm.outcome(lib), "hit", "{lib}: {:?}", warm.outcomes());
     }
@@ -66,7 +69,7 @@ fn dry_runs_move_nothing() {
     let mut a = World::new();
     a.env = garage.env();
     let project = a.project("p");
-    a.cargo(&project, &["build"]).ok();
+    a.cargo_with(&project, &["build"], LOCAL).ok();
     let out = assert_ok(&a.kache_in(&project, &["sync", "--push", "--dry-run"], &[]));
     assert!(
         out.contains(&format!("would push up to {} entries", LIBS.len())),
@@ -100,7 +103,7 @@ fn a_wrong_secret_is_one_clear_line_and_a_failure() {
     let mut world = World::new();
     world.env = garage.env();
     let project = world.project("p");
-    world.cargo(&project, &["build"]).ok();
+    world.cargo_with(&project, &["build"], LOCAL).ok();
     let out = world.kache_in(
         &project,
         &["sync", "--push"],
@@ -156,10 +159,10 @@ fn a_bucket_that_is_down_or_failing_fails_sync_clearly_and_never_a_build() {
             ("KACHE_S3_SECRET_KEY".into(), "secret".into()),
         ];
         let project = world.project("p");
-        // The build itself never waits on the bucket.
-        world.cargo(&project, &["build"]).ok();
+        // (Builds with a failing bucket and the daemon: tests/daemon.rs.)
+        world.cargo_with(&project, &["build"], LOCAL).ok();
         world.cargo(&project, &["clean"]).ok();
-        let warm = world.cargo(&project, &["build"]).ok();
+        let warm = world.cargo_with(&project, &["build"], LOCAL).ok();
         assert_eq!(warm.outcome("fx_core"), "hit");
         let out = world.kache_in(&project, &["sync"], &[]);
         let (stdout, stderr) = text(&out);
@@ -190,7 +193,7 @@ fn the_shared_directory_backend_round_trips_with_the_exact_layout() {
     let mut a = World::new();
     a.env = vec![fs_remote(&a, &shared)];
     let project = a.project("p");
-    a.cargo(&project, &["build"]).ok();
+    a.cargo_with(&project, &["build"], LOCAL).ok();
     assert_ok(&a.kache_in(&project, &["sync", "--push"], &[]));
 
     let core_dir = shared.join("artifacts/v3/manifests/fx_core");
@@ -233,7 +236,7 @@ fn the_shared_directory_backend_round_trips_with_the_exact_layout() {
     let mut b = World::new();
     b.env = vec![fs_remote(&b, &shared)];
     assert_ok(&b.kache_in(&project, &["sync", "--pull"], &[]));
-    let warm = b.cargo(&project, &["build"]).ok();
+    let warm = b.cargo_with(&project, &["build"], LOCAL).ok();
     for lib in LIBS {
         assert_eq!(warm.outcome(lib), "hit", "{lib}: {:?}", warm.outcomes());
     }

@@ -1,5 +1,6 @@
 //! The command line: one file per command.
 
+mod daemon;
 mod doctor;
 mod gc;
 mod init;
@@ -47,6 +48,8 @@ enum Command {
     Doctor(doctor::Args),
     /// Pull what this workspace needs from the remote, push what it built.
     Sync(sync::Args),
+    /// The background daemon: status, or run|start|stop|restart|log|install|uninstall.
+    Daemon(daemon::Args),
 }
 
 /// Whether `name` is a kache subcommand (or `help`): such an `argv[1]` is
@@ -70,6 +73,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Purge(args) => purge::run(&config, args),
         Command::Doctor(args) => doctor::run(&config, args),
         Command::Sync(args) => sync::run(&config, args),
+        Command::Daemon(args) => daemon::run(&config, args),
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use kache_core::meta::EntryMeta;
 use rusqlite::{Connection, OptionalExtension, params};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
@@ -46,6 +46,19 @@ CREATE TABLE IF NOT EXISTS toolchains (
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     banner TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS uploads (
+    cache_key TEXT NOT NULL,
+    remote TEXT NOT NULL,
+    added INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (cache_key, remote)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS origins (
+    cache_key TEXT PRIMARY KEY,
+    source TEXT NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -220,6 +233,100 @@ impl Index {
         insert_hashes(&tx, hashes)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Queues `cache_key` for upload to the remote with id `remote`
+    /// (durable: a restarted daemon resumes the queue).
+    pub fn enqueue_upload(&self, cache_key: &str, remote: &str, now: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO uploads (cache_key, remote, added) VALUES (?1, ?2, ?3)",
+            params![cache_key, remote, now as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Up to `limit` queued uploads for `remote` due at `now`, oldest first.
+    pub fn due_uploads(&self, remote: &str, now: u64, limit: usize) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT cache_key FROM uploads WHERE remote = ?1 AND next_try <= ?2
+             ORDER BY added LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![remote, now as i64, limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Queued uploads per remote id.
+    pub fn queued_uploads(&self) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT remote, COUNT(*) FROM uploads GROUP BY remote")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Drops a finished upload.
+    pub fn finish_upload(&self, cache_key: &str, remote: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM uploads WHERE cache_key = ?1 AND remote = ?2",
+            params![cache_key, remote],
+        )?;
+        Ok(())
+    }
+
+    /// Failed attempts of a queued upload so far.
+    pub fn upload_attempts(&self, cache_key: &str, remote: &str) -> Result<u32> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT attempts FROM uploads WHERE cache_key = ?1 AND remote = ?2",
+                params![cache_key, remote],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// Records a failed attempt; the upload is tried again at `next_try`.
+    pub fn retry_upload(
+        &self,
+        cache_key: &str,
+        remote: &str,
+        next_try: u64,
+        error: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "UPDATE uploads SET attempts = attempts + 1, next_try = ?3, last_error = ?4
+             WHERE cache_key = ?1 AND remote = ?2",
+            params![cache_key, remote, next_try as i64, error],
+        )?;
+        Ok(())
+    }
+
+    /// Remembers that an entry came from the remote (`remote` or `prefetch`).
+    pub fn set_origin(&self, cache_key: &str, source: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO origins (cache_key, source) VALUES (?1, ?2)",
+            params![cache_key, source],
+        )?;
+        Ok(())
+    }
+
+    /// The origin of an entry on its first hit, forgotten afterwards: later
+    /// hits of it are local.
+    pub fn take_origin(&self, cache_key: &str) -> Result<Option<String>> {
+        let source: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT source FROM origins WHERE cache_key = ?1",
+                [cache_key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if source.is_some() {
+            self.conn
+                .execute("DELETE FROM origins WHERE cache_key = ?1", [cache_key])?;
+        }
+        Ok(source)
     }
 
     /// Removes entries; returns how many existed.

@@ -33,8 +33,11 @@ use kache_core::meta::{EntryMeta, FileRecord, META_VERSION};
 use tracing::{debug, trace, warn};
 
 use super::context::Roots;
-use super::{ABSENT, Unit, compile, find_entry, lock, record_passthrough_of, report, toolchain};
+use super::{
+    ABSENT, Unit, compile, find_entry, hit_source, lock, record_passthrough_of, report, toolchain,
+};
 use crate::config::Config;
+use crate::daemon::client::Link;
 use crate::events::Outcome;
 use crate::store::{self, HashCache, Store};
 
@@ -140,6 +143,9 @@ struct CcSession<'a> {
     hasher: HashCache,
     builder: KeyBuilder,
     started: Instant,
+    /// The daemon, when a remote is configured.
+    link: Option<Link>,
+    hit_source: String,
 }
 
 impl<'a> CcSession<'a> {
@@ -173,6 +179,8 @@ impl<'a> CcSession<'a> {
             hasher: HashCache::default(),
             builder: KeyBuilder::default(),
             started: Instant::now(),
+            link: Link::for_config(config),
+            hit_source: "local".to_string(),
         };
         session.builder = session.pre_key(resolved, name)?;
         Ok(session)
@@ -251,6 +259,13 @@ impl<'a> CcSession<'a> {
             Ok(_) => {}
             Err(err) => warn!(unit = %self.crate_name, "lookup failed: {err:#}"),
         }
+        if let Some(link) = &self.link
+            && link.fetch(&self.crate_name, &pre_key) > 0
+            && let Ok(Some(meta)) = self.lookup(&pre_key)
+            && self.try_restore(&meta)
+        {
+            return 0;
+        }
         let _lock = lock::KeyLock::acquire(&self.config.cache_dir, &pre_key).ok();
         if let Ok(Some(meta)) = self.lookup(&pre_key)
             && self.try_restore(&meta)
@@ -274,6 +289,7 @@ impl<'a> CcSession<'a> {
                     .store
                     .index
                     .record_hit(&meta.cache_key, store::now(), &hashes);
+                self.hit_source = hit_source(&self.store, self.link.is_some(), &meta.cache_key);
                 self.report(
                     Outcome::Hit,
                     Some(&meta.cache_key),
@@ -375,13 +391,18 @@ impl<'a> CcSession<'a> {
             let _ = std::fs::remove_file(path);
         }
         match stored {
-            Ok((outcome, meta)) => self.report(
-                outcome,
-                Some(&meta.cache_key),
-                meta.size(),
-                compile_ms,
-                None,
-            ),
+            Ok((outcome, meta)) => {
+                if let Some(link) = &self.link {
+                    link.upload(&self.store, &meta.cache_key);
+                }
+                self.report(
+                    outcome,
+                    Some(&meta.cache_key),
+                    meta.size(),
+                    compile_ms,
+                    None,
+                );
+            }
             Err(err) => {
                 debug!(unit = %self.crate_name, "not stored: {err:#}");
                 self.report(
@@ -555,6 +576,7 @@ impl<'a> CcSession<'a> {
             display: &self.display,
             terminal_only: true,
             target_dir: self.roots.target_dir.as_deref(),
+            hit_source: &self.hit_source,
         };
         report(
             self.config,

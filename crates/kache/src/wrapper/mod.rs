@@ -28,6 +28,7 @@ use kache_core::size::format_size;
 use tracing::{debug, trace, warn};
 
 use crate::config::{Config, Progress};
+use crate::daemon::client::Link;
 use crate::events::{self, Event, Outcome};
 use crate::store::{self, HashCache, Store};
 use compile::{Compiled, Compiler};
@@ -230,6 +231,10 @@ struct Session<'a> {
     roots: Roots,
     hasher: HashCache,
     started: Instant,
+    /// The daemon, when a remote is configured.
+    link: Option<Link>,
+    /// Where a hit came from: `local`, `remote` or `prefetch`.
+    hit_source: String,
 }
 
 impl<'a> Session<'a> {
@@ -260,6 +265,8 @@ impl<'a> Session<'a> {
             roots,
             hasher: HashCache::default(),
             started,
+            link: Link::for_config(config),
+            hit_source: "local".to_string(),
         })
     }
 
@@ -283,7 +290,18 @@ impl<'a> Session<'a> {
                 return self.compiler.passthrough(plain);
             }
         };
+        if let Some(link) = &self.link {
+            link.build_start(lockfile(&self.roots).as_deref());
+        }
         if let Some(meta) = hit
+            && self.try_restore(&meta)
+        {
+            return 0;
+        }
+        // The bucket, through the daemon, within its deadline.
+        if let Some(link) = &self.link
+            && link.fetch(crate_name, &pre_key) > 0
+            && let Ok(Some(meta)) = self.lookup(&pre_key)
             && self.try_restore(&meta)
         {
             return 0;
@@ -416,6 +434,7 @@ impl<'a> Session<'a> {
                     .store
                     .index
                     .record_hit(&meta.cache_key, store::now(), &hashes);
+                self.hit_source = hit_source(&self.store, self.link.is_some(), &meta.cache_key);
                 self.finish(
                     Outcome::Hit,
                     Some(&meta.cache_key),
@@ -510,6 +529,9 @@ impl<'a> Session<'a> {
         }
         match self.store_outputs(builder, pre_key, &compiled, compile_start) {
             Ok((outcome, meta)) => {
+                if let Some(link) = &self.link {
+                    link.upload(&self.store, &meta.cache_key);
+                }
                 let compile_ms = compiled.elapsed.as_millis() as u64;
                 self.finish(
                     outcome,
@@ -669,6 +691,7 @@ impl<'a> Session<'a> {
             display: &display_name(crate_name),
             terminal_only: false,
             target_dir: self.roots.target_dir.as_deref(),
+            hit_source: &self.hit_source,
         };
         report(
             self.config,
@@ -696,6 +719,30 @@ struct Unit<'a> {
     terminal_only: bool,
     /// Where the compile wrote its outputs.
     target_dir: Option<&'a Path>,
+    /// Where a hit came from: `local`, `remote` or `prefetch`.
+    hit_source: &'a str,
+}
+
+/// The source of a hit on `cache_key`: `remote` or `prefetch` the first
+/// time an entry the daemon imported is used, else `local`. Without a
+/// remote the index is not even asked.
+fn hit_source(store: &Store, remote: bool, cache_key: &str) -> String {
+    if !remote {
+        return "local".to_string();
+    }
+    store
+        .index
+        .take_origin(cache_key)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "local".to_string())
+}
+
+/// The workspace's `Cargo.lock` next to the target directory (cargo's
+/// default layout), for prefetch.
+fn lockfile(roots: &Roots) -> Option<PathBuf> {
+    let lock = roots.target_dir.as_ref()?.parent()?.join("Cargo.lock");
+    lock.is_file().then_some(lock)
 }
 
 /// Records the event and prints the `KACHE_PROGRESS` line of one compile.
@@ -716,7 +763,7 @@ fn report(
         crate_name: unit.crate_name.to_string(),
         cache_key: key.map(String::from),
         outcome,
-        source: (outcome == Outcome::Hit).then(|| "local".to_string()),
+        source: (outcome == Outcome::Hit).then(|| unit.hit_source.to_string()),
         elapsed_ms: elapsed.as_millis() as u64,
         bytes,
         compile_ms,
@@ -725,7 +772,11 @@ fn report(
     };
     events::append(&config.cache_dir, &event);
     let label = match outcome {
-        Outcome::Hit => "local hit",
+        Outcome::Hit => match unit.hit_source {
+            "remote" => "remote hit",
+            "prefetch" => "prefetch hit",
+            _ => "local hit",
+        },
         Outcome::Dup => "dup",
         Outcome::Miss => "miss",
         Outcome::Passthrough => return,
@@ -759,7 +810,7 @@ fn report(
 /// Fault injection for the crash-safety tests: with `KACHE_FAULT=<point>`
 /// the process kills itself with SIGKILL at that point, as an OOM killer or
 /// a cancelled CI job would.
-fn fault_point(point: &str) {
+pub fn fault_point(point: &str) {
     if std::env::var("KACHE_FAULT").is_ok_and(|v| v == point) {
         // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
         unsafe {

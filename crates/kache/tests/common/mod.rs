@@ -94,6 +94,8 @@ impl World {
             .env("KACHE_PROGRESS", "all")
             .env("CARGO_TERM_COLOR", "never")
             .env("CARGO_INCREMENTAL", "0")
+            // Daemons a test starts do not outlive it for long.
+            .env("KACHE_DAEMON_IDLE_TIMEOUT", "20")
             .env("XDG_CONFIG_HOME", self.root.path().join("xdg"));
         for (k, v) in &self.env {
             cmd.env(k, v);

@@ -1,0 +1,17 @@
+//! The daemon: one long-lived process per cache directory that owns
+//! everything slow, so the wrapper stays a few milliseconds per hit.
+//!
+//! - [`protocol`]: requests and responses on `{cache_dir}/daemon.sock`;
+//! - [`server`]: `kache daemon run` (lock, socket, dispatch, idle exit);
+//! - [`client`]: what the wrapper and the CLI call, with deadlines;
+//! - [`uploads`]: the durable upload queue;
+//! - [`prefetch`]: remote hits on demand and prefetch at build start.
+//!
+//! Architecture invariant: during a build only the daemon talks to the
+//! network, and the wrapper never waits on it longer than a deadline.
+
+pub mod client;
+pub mod prefetch;
+pub mod protocol;
+pub mod server;
+pub mod uploads;

@@ -1,0 +1,283 @@
+//! The daemon: a real `kache daemon` process, a real S3 server (Garage),
+//! real cargo builds whose wrapper talks to the daemon.
+
+mod common;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::garage::Garage;
+use common::{EXPECTED_LINE, LIBS, Run, World, edit, run_app};
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "kache failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `kache daemon stop`: returns once the queue is drained and it exited.
+fn stop(world: &World) {
+    ok(world.kache(&["daemon", "stop", "--drain", "60"]));
+}
+
+/// How many entries a fresh cache could pull from the bucket of `env`.
+fn bucket_entries(env: &[(String, String)]) -> usize {
+    let mut probe = World::new();
+    probe.env = env.to_vec();
+    let out = ok(probe.kache_in(
+        probe.root.path(),
+        &["sync", "--pull", "--all", "--dry-run"],
+        &[],
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("would pull ") && l.contains(" entries from "))
+        .unwrap_or_else(|| panic!("{out}"));
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+/// The `source` of every hit of `crate_name` in a run.
+fn hit_sources(run: &Run, crate_name: &str) -> Vec<String> {
+    run.events
+        .iter()
+        .filter(|e| e["crate_name"] == crate_name && e["outcome"] == "hit")
+        .map(|e| e["source"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_fresh_cache_builds_from_a_warm_bucket_through_remote_and_prefetch_hits() {
+    let garage = Garage::start();
+    let mut a = World::new();
+    a.env = garage.env();
+    let project = a.project("p");
+    // The first build starts the daemon on demand; misses are uploaded.
+    a.cargo(&project, &["build"]).ok();
+    stop(&a);
+    assert_eq!(bucket_entries(&garage.env()), LIBS.len());
+
+    a.cargo(&project, &["clean"]).ok();
+    let mut b = World::new();
+    b.env = garage.env();
+    ok(b.kache(&["daemon", "start"]));
+    let run = b.cargo(&project, &["build"]).ok();
+    for lib in LIBS {
+        let sources = hit_sources(&run, lib);
+        assert_eq!(sources.len(), 1, "{lib}: {:?}", run.outcomes());
+        assert!(
+            sources[0] == "remote" || sources[0] == "prefetch",
+            "{lib} came from {sources:?}"
+        );
+    }
+    assert!(
+        run.stderr().contains("remote hit") || run.stderr().contains("prefetch hit"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(run_app(&project), EXPECTED_LINE);
+    let status = ok(b.kache(&["daemon"]));
+    assert!(status.contains(&garage.endpoint), "{status}");
+    stop(&b);
+}
+
+#[test]
+fn builds_with_different_remotes_on_one_cache_each_use_their_own() {
+    let garage = Garage::start();
+    let shared = tempfile::tempdir().unwrap();
+    let mut world = World::new();
+    world.env = garage.env();
+    let project = world.project("p");
+    world.cargo(&project, &["build"]).ok();
+
+    // Same cache dir, same running daemon, another remote: a directory.
+    let config = world.root.path().join("fs-remote.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache.remote]\ntype = \"fs\"\npath = \"{}\"\n",
+            shared.path().display()
+        ),
+    )
+    .unwrap();
+    edit(
+        &project,
+        "core/src/lib.rs",
+        "unused_on_purpose = 1",
+        "unused_on_purpose = 2",
+    );
+    let fs_env: Vec<(String, String)> =
+        vec![("KACHE_CONFIG".into(), config.to_string_lossy().to_string())];
+    let env: Vec<(&str, &str)> = fs_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    // KACHE_S3_BUCKET from the world would win over the file: drop it.
+    let mut fs_world = World::new();
+    fs_world.cache = world.cache.clone();
+    fs_world.env = fs_env.clone();
+    let run = fs_world.cargo_with(&project, &["build"], &env).ok();
+    assert_eq!(run.outcome("fx_core"), "miss");
+    ok(fs_world.kache(&["daemon", "stop", "--drain", "60"]));
+
+    // The edited fx_core went to the directory, not to the bucket.
+    let core = shared.path().join("artifacts/v3/manifests/fx_core");
+    assert_eq!(std::fs::read_dir(&core).map(|d| d.count()).unwrap_or(0), 1);
+    assert_eq!(
+        bucket_entries(&garage.env()),
+        LIBS.len(),
+        "the bucket got only the first build"
+    );
+}
+
+#[test]
+fn a_daemon_killed_mid_upload_resumes_and_the_bucket_never_shows_a_half_entry() {
+    let garage = Garage::start();
+    let mut world = World::new();
+    world.env = garage.env();
+    let project = world.project("p");
+    // The daemon the build starts dies (SIGKILL) right after its first pack
+    // upload, before that entry's manifest.
+    world
+        .cargo_with(
+            &project,
+            &["build"],
+            &[("KACHE_FAULT", "after-pack-upload")],
+        )
+        .ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while world.cache.join("daemon.sock").exists()
+        && String::from_utf8_lossy(&world.kache(&["daemon"]).stdout).contains("pid")
+    {
+        assert!(Instant::now() < deadline, "the faulty daemon never died");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        bucket_entries(&garage.env()) < LIBS.len(),
+        "the kill left work queued"
+    );
+    // A new daemon resumes the durable queue; stop drains it.
+    ok(world.kache(&["daemon", "start"]));
+    stop(&world);
+    assert_eq!(bucket_entries(&garage.env()), LIBS.len());
+    // And every listed entry imports whole.
+    let mut fresh = World::new();
+    fresh.env = garage.env();
+    let out = ok(fresh.kache_in(&project, &["sync", "--pull"], &[]));
+    assert!(
+        out.contains(&format!("pulled {} entries", LIBS.len())),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_daemon_from_an_older_binary_is_replaced() {
+    let garage = Garage::start();
+    let mut world = World::new();
+    world.env = garage.env();
+    let old = world.root.path().join("old/kache");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::copy(common::KACHE, &old).unwrap();
+    let a_day_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(a_day_ago)
+        .unwrap();
+    let started = world
+        .command(old.to_str().unwrap(), world.root.path())
+        .args(["daemon", "start"])
+        .output()
+        .unwrap();
+    let first = ok(started);
+    let old_pid = pid_of(&first);
+    let project = world.project("p");
+    world.cargo(&project, &["build"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = String::from_utf8_lossy(&world.kache(&["daemon"]).stdout).to_string();
+        if status.contains("pid") && pid_of(&status) != old_pid {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old daemon was not replaced: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(&world);
+}
+
+fn pid_of(text: &str) -> String {
+    text.split("pid ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_bucket_that_is_down_or_stalls_costs_a_build_only_its_deadline() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    // A server that accepts connections and never answers.
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stalled_url = format!("http://{}", stalled.local_addr().unwrap());
+    let stalled_port = stalled.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in stalled.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    for endpoint in [closed, stalled_url] {
+        let mut world = World::new();
+        world.env = vec![
+            ("KACHE_S3_BUCKET".into(), "kache".into()),
+            ("KACHE_S3_ENDPOINT".into(), endpoint.clone()),
+            ("KACHE_S3_ACCESS_KEY".into(), "GKtest".into()),
+            ("KACHE_S3_SECRET_KEY".into(), "secret".into()),
+            ("KACHE_REMOTE_DEADLINE_MS".into(), "500".into()),
+        ];
+        let project = world.project("p");
+        ok(world.kache(&["daemon", "start"]));
+        let run = world.cargo(&project, &["build"]).ok();
+        for lib in LIBS {
+            assert_eq!(run.outcome(lib), "miss", "{endpoint} {lib}");
+        }
+        assert_eq!(run_app(&project), EXPECTED_LINE);
+        if !endpoint.contains(&stalled_port) {
+            // Connection refused every time: the breaker stops the asking.
+            let log_path = world.cache.join("daemon.log");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if log.contains("keeps failing") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "no breaker in {log}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        ok(world.kache(&["daemon", "stop", "--drain", "0"]));
+    }
+}
+
+#[test]
+fn without_a_remote_no_daemon_is_started() {
+    let world = World::new();
+    let project = world.project("p");
+    world.cargo(&project, &["build"]).ok();
+    world.cargo(&project, &["clean"]).ok();
+    let warm = world.cargo(&project, &["build"]).ok();
+    assert_eq!(hit_sources(&warm, "fx_core"), ["local"]);
+    for name in ["daemon.sock", "daemon.log", "builds"] {
+        assert!(!world.cache.join(name).exists(), "{name} exists");
+    }
+}
