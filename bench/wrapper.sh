@@ -12,6 +12,10 @@
 #            S3 server (Garage on loopback); cache B empty: `kache sync
 #            --pull` + build, over plain cold, with bytes moved
 #            (needs the rust project first; run `rust fresh-runner`)
+#   daemon:  the same warm bucket, a fresh cache, no sync: the build goes
+#            straight through the daemon (remote and prefetch hits), over
+#            plain cold; then the median local hit with the daemon running
+#            (needs the rust project first)
 # Usage: bash bench/wrapper.sh [rust] [c-heavy] [install]   (default: all;
 # work files go to bench/work, git-ignored)
 set -euo pipefail
@@ -183,7 +187,38 @@ bench_fresh_runner() {
     unset KACHE_CACHE_DIR RUSTC_WRAPPER
 }
 
-selected=${*:-rust c-heavy install fresh-runner}
+# A fresh cache with a warm bucket, through the daemon only.
+bench_daemon() {
+    [ -d "$work/cache-rust" ] || { echo "daemon needs the rust project first" >&2; exit 2; }
+    echo "== daemon: a fresh cache builds from a warm bucket through the daemon"
+    if [ ! -f "$work/garage/garage.pid" ] || ! kill -0 "$(cat "$work/garage/garage.pid")" 2>/dev/null; then
+        eval "$(bash "$root/scripts/garage-server.sh" "$work/garage")"
+        trap 'kill "$(cat "$work/garage/garage.pid")" 2>/dev/null || true' EXIT
+        (cd "$work/app" && KACHE_CACHE_DIR="$work/cache-rust" "$kache" sync --push --all | tail -2)
+    fi
+    export KACHE_CACHE_DIR="$work/cache-daemon" RUSTC_WRAPPER="$kache"
+    rm -rf "$KACHE_CACHE_DIR"
+    "$kache" daemon start >/dev/null
+    cd "$work/app" && cargo clean --quiet
+    local before build sources warm median
+    before=0
+    build=$(timed cargo build --offline)
+    sources=$(grep '"outcome":"hit"' "$KACHE_CACHE_DIR/events.jsonl" | sed 's/.*"source":"\([a-z]*\)".*/\1/' | sort | uniq -c | tr '\n' ' ')
+    echo "build through the daemon: ${build}s; hits by source: $sources"
+    cargo clean --quiet
+    before=$(wc -l < "$KACHE_CACHE_DIR/events.jsonl")
+    warm=$(timed cargo build --offline)
+    median=$(hit_times "$before" '"crate_name":"[^":]*",' | median)
+    "$kache" daemon stop >/dev/null
+    awk -v build="$build" -v plain="$plain_rust" -v median="$median" -v warm="$warm" 'BEGIN {
+        printf "\n[daemon]\n"
+        printf "%-44s %6.2f  (goal <= 0.20)\n", "fresh cache through the daemon / plain cold:", build / plain
+        printf "%-44s %6s ms (goal <= 5; warm build %ss)\n", "median local hit with the daemon running:", median, warm
+    }'
+    unset KACHE_CACHE_DIR RUSTC_WRAPPER
+}
+
+selected=${*:-rust c-heavy install fresh-runner daemon}
 for project in $selected; do
     case $project in
         rust)
@@ -199,6 +234,7 @@ for project in $selected; do
             ;;
         install) bench_install ;;
         fresh-runner) bench_fresh_runner ;;
-        *) echo "unknown project $project (rust, c-heavy, install, fresh-runner)" >&2; exit 2 ;;
+        daemon) bench_daemon ;;
+        *) echo "unknown project $project (rust, c-heavy, install, fresh-runner, daemon)" >&2; exit 2 ;;
     esac
 done
