@@ -54,6 +54,15 @@ pub struct Summary {
     pub bytes_stored: u64,
     /// Median wall time of a hit.
     pub hit_median_ms: u64,
+    /// Hits served from entries the daemon fetched for that very compile.
+    pub remote_hits: u64,
+    /// Hits served from entries the daemon prefetched at build start.
+    pub prefetch_hits: u64,
+    /// Bytes restored from remote and prefetched entries (what came over
+    /// the network for this build's hits).
+    pub remote_bytes: u64,
+    /// Wall time of the remote hits: what compiles waited on the bucket.
+    pub remote_wait_ms: u64,
     /// Slowest misses, by compile time.
     pub slowest_misses: Vec<CrateLine>,
     /// Crates with the most hits.
@@ -81,6 +90,18 @@ pub fn summarize(events: &[Event], top: usize) -> Summary {
                 summary.time_saved_ms += event.compile_ms;
                 summary.bytes_restored += event.bytes;
                 hit_times.push(event.elapsed_ms);
+                match event.source.as_deref() {
+                    Some("remote") => {
+                        summary.remote_hits += 1;
+                        summary.remote_bytes += event.bytes;
+                        summary.remote_wait_ms += event.elapsed_ms;
+                    }
+                    Some("prefetch") => {
+                        summary.prefetch_hits += 1;
+                        summary.remote_bytes += event.bytes;
+                    }
+                    _ => {}
+                }
                 let line = hits.entry(&event.crate_name).or_default();
                 line.0 += 1;
                 line.1 += event.compile_ms;
@@ -135,6 +156,20 @@ pub fn secs(ms: u64) -> String {
 
 /// The headline lines shared by `stats` and the text report.
 pub fn headline(s: &Summary) -> String {
+    let mut text = headline_local(s);
+    if s.remote_hits + s.prefetch_hits > 0 {
+        text.push_str(&format!(
+            "from the remote: {} remote hits, {} prefetch hits, {} fetched, {} waited\n",
+            s.remote_hits,
+            s.prefetch_hits,
+            format_size(s.remote_bytes),
+            secs(s.remote_wait_ms),
+        ));
+    }
+    text
+}
+
+fn headline_local(s: &Summary) -> String {
     format!(
         "hits: {}  misses: {}  dups: {}  passthrough: {}\nhit rate: {:.1}%\n\
          time saved: {}  (compiling misses took {})\nrestored: {}  stored: {}\nmedian hit: {} ms\n",
@@ -187,6 +222,10 @@ fn render(summary: &Summary, format: Format) -> Result<String> {
                 ("Time saved", secs(summary.time_saved_ms)),
                 ("Restored", format_size(summary.bytes_restored)),
                 ("Median hit", format!("{} ms", summary.hit_median_ms)),
+                ("Remote hits", summary.remote_hits.to_string()),
+                ("Prefetch hits", summary.prefetch_hits.to_string()),
+                ("Fetched from the remote", format_size(summary.remote_bytes)),
+                ("Waited on the remote", secs(summary.remote_wait_ms)),
             ] {
                 out.push_str(&format!("| {name} | {value} |\n"));
             }
@@ -250,6 +289,20 @@ mod tests {
             reason: None,
             target_dir: None,
         }
+    }
+
+    #[test]
+    fn remote_and_prefetch_hits_are_counted_apart() {
+        let mut remote = event("a", Outcome::Hit, 40, 100);
+        remote.source = Some("remote".into());
+        let mut prefetch = event("b", Outcome::Hit, 3, 100);
+        prefetch.source = Some("prefetch".into());
+        let mut local = event("c", Outcome::Hit, 2, 100);
+        local.source = Some("local".into());
+        let s = summarize(&[remote, prefetch, local], 5);
+        assert_eq!((s.hits, s.remote_hits, s.prefetch_hits), (3, 1, 1));
+        assert_eq!((s.remote_bytes, s.remote_wait_ms), (20, 40));
+        assert!(headline(&s).contains("1 remote hits, 1 prefetch hits"));
     }
 
     #[test]
