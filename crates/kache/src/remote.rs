@@ -164,6 +164,11 @@ impl Remote {
         })
     }
 
+    /// Writes a small document (a build manifest, a shard) as is.
+    pub async fn put_document(&self, object: &str, body: Vec<u8>) -> Result<(), RemoteError> {
+        self.storage.put(object, body.into()).await
+    }
+
     /// The cache keys the bucket holds for one compile's pre-key.
     pub async fn keys_for_prekey(
         &self,

@@ -285,3 +285,101 @@ fn the_shared_directory_backend_round_trips_with_the_exact_layout() {
         "nothing written beside the store"
     );
 }
+
+#[test]
+fn save_manifest_writes_the_build_manifest_and_lock_shards_exactly() {
+    let shared_root = tempfile::tempdir().unwrap();
+    let shared = shared_root.path().join("mnt");
+    let mut world = World::new();
+    world.env = vec![fs_remote(&world, &shared)];
+    let project = world.project("p");
+    world.cargo_with(&project, &["build"], LOCAL).ok();
+    let dry = assert_ok(&world.kache_in(
+        &project,
+        &["save-manifest", "--namespace", "ci-main", "--dry-run"],
+        &[],
+    ));
+    assert!(dry.contains("would write"), "{dry}");
+    assert!(
+        !shared.join("artifacts/_manifests").exists(),
+        "a dry run wrote"
+    );
+
+    let out =
+        assert_ok(&world.kache_in(&project, &["save-manifest", "--namespace", "ci-main"], &[]));
+    assert!(
+        out.contains(&format!("wrote {} entries", LIBS.len())),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("({} entries pushed first)", LIBS.len())),
+        "{out}"
+    );
+    let host = String::from_utf8_lossy(
+        &std::process::Command::new("rustc")
+            .arg("-vV")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .find_map(|l| l.strip_prefix("host: ").map(String::from))
+    .unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(shared.join(format!("artifacts/_manifests/{host}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["version"], 3);
+    assert_eq!(manifest["manifest_key"], host.as_str());
+    assert!(humantime::parse_rfc3339(manifest["created"].as_str().unwrap()).is_ok());
+    let entries = manifest["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), LIBS.len());
+    for entry in entries {
+        let key = entry["cache_key"].as_str().unwrap();
+        let crate_name = entry["crate_name"].as_str().unwrap();
+        assert!(entry["artifact_size"].as_u64().unwrap() > 0);
+        assert!(entry["compile_time_ms"].is_u64());
+        // Only keys the bucket holds.
+        assert!(
+            shared
+                .join(format!("artifacts/v3/manifests/{crate_name}/{key}.json"))
+                .is_file()
+        );
+    }
+
+    // Shards: one per non-empty bucket of Cargo.lock, named by the hash of
+    // its sorted name@version list, holding that bucket's packages' entries.
+    let lock: toml::Table =
+        toml::from_str(&std::fs::read_to_string(project.join("Cargo.lock")).unwrap()).unwrap();
+    let mut buckets: std::collections::BTreeMap<u64, Vec<(String, String)>> = Default::default();
+    for package in lock["package"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap().to_string();
+        let version = package["version"].as_str().unwrap().to_string();
+        buckets
+            .entry(kache_core::manifest::shard_bucket(&name))
+            .or_default()
+            .push((name, version));
+    }
+    let shard_dir = shared.join("artifacts/_manifests/v3/ci-main/shards");
+    let mut written: Vec<String> = std::fs::read_dir(&shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    written.sort();
+    let mut expected: Vec<String> = buckets
+        .values()
+        .map(|packages| format!("{}.json", kache_core::manifest::shard_hash(packages)))
+        .collect();
+    expected.sort();
+    assert_eq!(written, expected, "one shard per bucket with entries");
+    let mut shard_entries = 0;
+    for name in &written {
+        let shard: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(shard_dir.join(name)).unwrap()).unwrap();
+        assert_eq!(shard["version"], 3);
+        shard_entries += shard["entries"].as_array().unwrap().len();
+    }
+    // Every library unit lands in its package's shard; build scripts belong
+    // to no single package.
+    assert_eq!(shard_entries, LIBS.len() - 1);
+}

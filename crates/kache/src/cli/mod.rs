@@ -7,9 +7,11 @@ mod init;
 mod list;
 mod purge;
 mod report;
+mod save_manifest;
 mod stats;
 mod sync;
 mod why_miss;
+mod workspace;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -50,6 +52,8 @@ enum Command {
     Sync(sync::Args),
     /// The background daemon: status, or run|start|stop|restart|log|install|uninstall.
     Daemon(daemon::Args),
+    /// Write this workspace's build manifest (and Cargo.lock shards) for the planner.
+    SaveManifest(save_manifest::Args),
 }
 
 /// Whether `name` is a kache subcommand (or `help`): such an `argv[1]` is
@@ -74,6 +78,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Doctor(args) => doctor::run(&config, args),
         Command::Sync(args) => sync::run(&config, args),
         Command::Daemon(args) => daemon::run(&config, args),
+        Command::SaveManifest(args) => save_manifest::run(&config, args),
     }
 }
 
