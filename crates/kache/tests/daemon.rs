@@ -281,3 +281,95 @@ fn without_a_remote_no_daemon_is_started() {
         assert!(!world.cache.join(name).exists(), "{name} exists");
     }
 }
+
+/// A config file putting the remote in a shared directory.
+fn fs_remote(world: &World, shared: &std::path::Path) -> (String, String) {
+    let config = world.root.path().join("kache-fs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cache.remote]\ntype = \"fs\"\npath = \"{}\"\n",
+            shared.display()
+        ),
+    )
+    .unwrap();
+    ("KACHE_CONFIG".into(), config.to_string_lossy().to_string())
+}
+
+#[test]
+fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
+    let service = common::service::Service::start();
+    let shared = tempfile::tempdir().unwrap();
+    let mut a = World::new();
+    a.env = vec![fs_remote(&a, shared.path())];
+    let project = a.project("p");
+    a.cargo_with(&project, &["build"], &[("KACHE_LOCAL_ONLY", "1")])
+        .ok();
+    ok(a.kache_in(&project, &["save-manifest", "--namespace", "ci"], &[]));
+    // The service learns what runner A built (the manifest and its shards).
+    let manifests = shared.path().join("artifacts/_manifests");
+    for item in std::fs::read_dir(&manifests).unwrap().flatten() {
+        if item.path().extension().is_some_and(|e| e == "json") {
+            let body = std::fs::read_to_string(item.path()).unwrap();
+            assert_eq!(service.request("POST", "/v2/manifests", &body).0, 200);
+        }
+    }
+    let shards = manifests.join("v3/ci/shards");
+    for item in std::fs::read_dir(&shards).unwrap().flatten() {
+        let name = item.file_name().to_string_lossy().to_string();
+        let hash = name.strip_suffix(".json").unwrap();
+        let body = std::fs::read_to_string(item.path()).unwrap();
+        let (status, reply) = service.request("POST", &format!("/v2/shards/ci/{hash}"), &body);
+        assert_eq!(status, 200, "{reply}");
+    }
+
+    // Runner B: empty cache, the planner configured.
+    a.cargo(&project, &["clean"]).ok();
+    let mut b = World::new();
+    b.env = vec![
+        fs_remote(&b, shared.path()),
+        ("KACHE_PLANNER_ENDPOINT".into(), service.url.clone()),
+    ];
+    let out = ok(b.kache_in(&project, &["prefetch", "--wait", "--namespace", "ci"], &[]));
+    // The plan names the libraries (a build script is no crate an intent
+    // can name); the build script comes as a remote hit on demand.
+    let planned = LIBS.len() - 1;
+    assert!(
+        out.contains(&format!("prefetched {planned} entries")),
+        "{out}"
+    );
+    assert!(out.contains("from planner"), "{out}");
+    let run = b.cargo(&project, &["build"]).ok();
+    for lib in LIBS {
+        let expected = if *lib == "build_script_build" {
+            "remote"
+        } else {
+            "prefetch"
+        };
+        assert_eq!(
+            hit_sources(&run, lib),
+            [expected],
+            "{lib}: {:?}",
+            run.outcomes()
+        );
+    }
+    assert_eq!(run_app(&project), EXPECTED_LINE);
+    ok(b.kache(&["daemon", "stop"]));
+
+    // Runner C: the planner is down: the Cargo.lock fallback still fetches.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut c = World::new();
+    c.env = vec![
+        fs_remote(&c, shared.path()),
+        ("KACHE_PLANNER_ENDPOINT".into(), down),
+    ];
+    let out = ok(c.kache_in(&project, &["prefetch", "--wait"], &[]));
+    assert!(out.contains("planner fallback"), "{out}");
+    assert!(
+        out.contains(&format!("prefetched {} entries", LIBS.len())),
+        "{out}"
+    );
+    ok(c.kache(&["daemon", "stop"]));
+}

@@ -5,6 +5,7 @@ mod doctor;
 mod gc;
 mod init;
 mod list;
+mod prefetch;
 mod purge;
 mod report;
 mod save_manifest;
@@ -54,6 +55,8 @@ enum Command {
     Daemon(daemon::Args),
     /// Write this workspace's build manifest (and Cargo.lock shards) for the planner.
     SaveManifest(save_manifest::Args),
+    /// Prefetch what this build will need (planner, else Cargo.lock) before cargo runs.
+    Prefetch(prefetch::Args),
 }
 
 /// Whether `name` is a kache subcommand (or `help`): such an `argv[1]` is
@@ -79,6 +82,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Sync(args) => sync::run(&config, args),
         Command::Daemon(args) => daemon::run(&config, args),
         Command::SaveManifest(args) => save_manifest::run(&config, args),
+        Command::Prefetch(args) => prefetch::run(&config, args),
     }
 }
 

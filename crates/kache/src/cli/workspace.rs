@@ -12,6 +12,8 @@ use crate::events;
 /// The workspace facts the remote commands need.
 pub struct Workspace {
     pub target_dir: PathBuf,
+    /// The workspace's `Cargo.lock`.
+    pub lockfile: PathBuf,
     /// Package names in `Cargo.lock`.
     pub packages: BTreeSet<String>,
     /// `(name, version)` of every `Cargo.lock` package.
@@ -43,6 +45,7 @@ impl Workspace {
         };
         let target_dir = text("target_directory")?;
         let lock = text("workspace_root")?.join("Cargo.lock");
+        let lockfile = lock.clone();
         let lock_text = std::fs::read_to_string(&lock).with_context(|| {
             format!(
                 "reading {} (run cargo generate-lockfile, or use --all)",
@@ -65,6 +68,7 @@ impl Workspace {
             .collect();
         Ok(Self {
             target_dir,
+            lockfile,
             packages: lock.iter().map(|(name, _)| name.clone()).collect(),
             lock,
         })

@@ -124,6 +124,8 @@ pub fn own_binary_mtime() -> u64 {
 pub struct Link {
     cache_dir: PathBuf,
     settings: super::protocol::RemoteSettings,
+    planner: Option<super::planner::PlannerSettings>,
+    namespace: Option<String>,
     deadline: Duration,
 }
 
@@ -141,6 +143,10 @@ impl Link {
         Some(Self {
             cache_dir: config.cache_dir.clone(),
             settings: super::protocol::RemoteSettings::new(remote, config.compression_level),
+            planner: super::planner::PlannerSettings::from_config(&config.planner),
+            namespace: std::env::var("KACHE_NAMESPACE")
+                .ok()
+                .filter(|n| !n.is_empty()),
             deadline: Duration::from_millis(deadline),
         })
     }
@@ -187,6 +193,9 @@ impl Link {
                     remote: self.settings.clone(),
                     cargo_pid,
                     lockfile: lockfile.display().to_string(),
+                    planner: self.planner.clone(),
+                    namespace: self.namespace.clone(),
+                    wait: false,
                 },
                 Duration::from_millis(200),
             );

@@ -5,12 +5,14 @@
 //! - [`server`]: `kache daemon run` (lock, socket, dispatch, idle exit);
 //! - [`client`]: what the wrapper and the CLI call, with deadlines;
 //! - [`uploads`]: the durable upload queue;
-//! - [`prefetch`]: remote hits on demand and prefetch at build start.
+//! - [`prefetch`]: remote hits on demand and prefetch at build start;
+//! - [`planner`]: the planner client that prefetch asks first.
 //!
 //! Architecture invariant: during a build only the daemon talks to the
 //! network, and the wrapper never waits on it longer than a deadline.
 
 pub mod client;
+pub mod planner;
 pub mod prefetch;
 pub mod protocol;
 pub mod server;

@@ -11,6 +11,7 @@
 //! own lookup, like a local entry.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tracing::{debug, info, warn};
 
+use super::planner::{self, Decision, PlannerSettings};
 use super::server::State;
 use crate::remote::{Pulled, Remote};
 use crate::store::Store;
@@ -135,27 +137,67 @@ async fn mark_origin(state: &State, key: &str, source: &'static str) {
     .await;
 }
 
-/// Prefetches, at most once per cargo process, every entry the bucket holds
-/// for the crates of `lockfile` that the local store lacks.
-pub async fn build_start(
-    state: Arc<State>,
-    remote: Remote,
-    remote_id: String,
-    cargo_pid: u32,
-    lockfile: String,
-) {
+/// What one build start asks for.
+pub struct BuildStart {
+    pub remote: Remote,
+    pub remote_id: String,
+    pub cargo_pid: u32,
+    pub lockfile: String,
+    pub planner: Option<PlannerSettings>,
+    pub namespace: Option<String>,
+    /// Run even if this cargo process already had a prefetch.
+    pub explicit: bool,
+}
+
+/// Prefetches, at most once per cargo process: the planner's candidates in
+/// order when it has a plan, else every entry the bucket holds for the
+/// crates of `Cargo.lock` that the local store lacks. Returns how many
+/// entries were imported and where the list came from.
+pub async fn build_start(state: Arc<State>, start: BuildStart) -> (usize, String) {
     {
         let mut seen = state.builds.lock().expect("builds lock");
         seen.retain(|_, at| at.elapsed() < Duration::from_secs(6 * 3600));
-        if seen.insert(cargo_pid, Instant::now()).is_some() {
-            return;
+        if seen.insert(start.cargo_pid, Instant::now()).is_some() && !start.explicit {
+            return (0, "already prefetched for this build".into());
         }
     }
-    let packages = match lock_packages(&lockfile) {
+    let mut origin = "Cargo.lock".to_string();
+    if let Some(planner) = &start.planner {
+        let lockfile = PathBuf::from(&start.lockfile);
+        let namespace = start.namespace.clone();
+        let intent =
+            tokio::task::spawn_blocking(move || planner::intent(&lockfile, namespace)).await;
+        let decision = match intent {
+            Ok(Ok(intent)) => planner::decide(planner, &intent).await,
+            Ok(Err(err)) => Decision::Fallback(format!("no intent: {err:#}")),
+            Err(err) => Decision::Fallback(format!("no intent: {err}")),
+        };
+        match decision {
+            Decision::Execute(candidates) => {
+                let wanted: Vec<(String, String)> = candidates
+                    .into_iter()
+                    .map(|c| (c.crate_name, c.cache_key))
+                    .collect();
+                let count = wanted.len();
+                let imported = import_in_order(&state, &start.remote, wanted).await;
+                info!(
+                    candidates = count,
+                    imported, "prefetched the planner's plan"
+                );
+                return (imported, format!("planner ({count} candidates)"));
+            }
+            Decision::Nothing => return (0, "planner: do_nothing".into()),
+            Decision::Fallback(reason) => {
+                info!("planner: falling back to Cargo.lock: {reason}");
+                origin = format!("Cargo.lock (planner fallback: {reason})");
+            }
+        }
+    }
+    let packages = match lock_packages(&start.lockfile) {
         Ok(packages) => packages,
         Err(err) => {
             debug!("no prefetch: {err:#}");
-            return;
+            return (0, format!("nothing: {err:#}"));
         }
     };
     let wanted = |crate_name: &str| {
@@ -165,45 +207,59 @@ pub async fn build_start(
                 .is_some_and(|(p, _)| packages.contains(p))
             || packages.iter().any(|p| p.replace('-', "_") == crate_name)
     };
-    let listed = match remote.list_entries(wanted).await {
+    let listed = match start.remote.list_entries(wanted).await {
         Ok(listed) => listed,
         Err(err) => {
             warn!("prefetch listing failed: {err}");
             if err.is_transient() {
-                state.breaker_failure(&remote_id);
+                state.breaker_failure(&start.remote_id);
             }
-            return;
+            return (0, format!("nothing: {err}"));
         }
     };
+    let imported = import_in_order(&state, &start.remote, listed).await;
+    (imported, origin)
+}
+
+/// Pulls the entries the local store lacks, in the given order, with at
+/// most half the remote's transfer slots; marks each as prefetched.
+async fn import_in_order(
+    state: &Arc<State>,
+    remote: &Remote,
+    wanted: Vec<(String, String)>,
+) -> usize {
     let cache_dir = state.cache_dir.clone();
     let missing = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>> {
         let store = Store::open(&cache_dir)?;
-        Ok(listed
+        Ok(wanted
             .into_iter()
             .filter(|(_, key)| store.index.meta(key).is_ok_and(|m| m.is_none()))
             .collect())
     })
     .await;
     let Ok(Ok(missing)) = missing else {
-        return;
+        return 0;
     };
     info!(entries = missing.len(), "prefetching");
     let slots = (remote.concurrency / 2).max(1);
+    let mut imported = 0;
     let mut results = futures::stream::iter(missing.into_iter().map(|(crate_name, key)| {
         let remote = remote.clone();
         async move { (key.clone(), remote.pull(&crate_name, &key).await) }
     }))
-    .buffer_unordered(slots);
+    .buffered(slots);
     while let Some((key, result)) = results.next().await {
         match result {
             Ok(Pulled::Imported { .. }) => {
+                imported += 1;
                 state.count_prefetched();
-                mark_origin(&state, &key, "prefetch").await;
+                mark_origin(state, &key, "prefetch").await;
             }
             Ok(_) => {}
             Err(err) => warn!(key, "prefetch refused an entry: {err:#}"),
         }
     }
+    imported
 }
 
 /// Package names of a `Cargo.lock`.

@@ -74,12 +74,21 @@ pub enum Request {
         pre_key: String,
         deadline_ms: u64,
     },
-    /// A build starts: prefetch what its `Cargo.lock` names.
+    /// A build starts: prefetch what the planner advises, else what its
+    /// `Cargo.lock` names.
     BuildStart {
         remote: RemoteSettings,
         /// The cargo process, so one build starts one prefetch.
         cargo_pid: u32,
         lockfile: String,
+        #[serde(default)]
+        planner: Option<super::planner::PlannerSettings>,
+        #[serde(default)]
+        namespace: Option<String>,
+        /// Answer when the prefetch is done (`kache prefetch --wait`),
+        /// and run it even if this cargo process already had one.
+        #[serde(default)]
+        wait: bool,
     },
     /// Finish queued uploads (within `drain_ms`), then exit.
     Shutdown { drain_ms: u64 },
@@ -96,6 +105,11 @@ pub enum Response {
     /// deadline passed, or the remote is failing).
     Fetched {
         imported: usize,
+    },
+    /// A waited-for prefetch: entries imported and where the list came from.
+    Prefetched {
+        imported: usize,
+        plan: String,
     },
     /// The daemon cannot serve this (with why).
     Refused {

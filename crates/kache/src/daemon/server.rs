@@ -300,16 +300,31 @@ async fn handle(state: &Arc<State>, request: Request) -> Response {
             remote,
             cargo_pid,
             lockfile,
+            planner,
+            namespace,
+            wait,
         } => match state.remote(&remote) {
             Ok((id, opened)) => {
-                tokio::spawn(prefetch::build_start(
-                    state.clone(),
-                    opened,
-                    id,
+                let start = prefetch::BuildStart {
+                    remote: opened,
+                    remote_id: id,
                     cargo_pid,
                     lockfile,
-                ));
-                Response::Accepted
+                    planner,
+                    namespace,
+                    explicit: wait,
+                };
+                let task = tokio::spawn(prefetch::build_start(state.clone(), start));
+                if wait {
+                    match task.await {
+                        Ok((imported, plan)) => Response::Prefetched { imported, plan },
+                        Err(err) => Response::Error {
+                            message: format!("prefetch failed: {err}"),
+                        },
+                    }
+                } else {
+                    Response::Accepted
+                }
             }
             Err(err) => refused(&remote, err),
         },

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod garage;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,67 @@
+//! `kache prefetch [--wait]`: what a build start does, run explicitly
+//! before `cargo build` (a CI step): the daemon asks the planner when one is
+//! configured, else prefetches by `Cargo.lock`. With `--wait` it returns
+//! when the entries are in the local store and says what it fetched.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::workspace::Workspace;
+use crate::config::Config;
+use crate::daemon::client;
+use crate::daemon::planner::PlannerSettings;
+use crate::daemon::protocol::{RemoteSettings, Request, Response};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Wait until the entries are local, and print what was fetched.
+    #[arg(long)]
+    wait: bool,
+    /// The namespace the planner plans for (default: KACHE_NAMESPACE).
+    #[arg(long, env = "KACHE_NAMESPACE")]
+    namespace: Option<String>,
+    /// The workspace's Cargo.toml.
+    #[arg(long, value_name = "PATH")]
+    manifest_path: Option<PathBuf>,
+}
+
+pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
+    let Some(remote) = &config.remote else {
+        bail!(
+            "no remote is configured: set KACHE_S3_BUCKET (and KACHE_S3_ENDPOINT), or [cache.remote]"
+        );
+    };
+    if config.local_only {
+        bail!("KACHE_LOCAL_ONLY is set: every remote path is off");
+    }
+    let workspace = Workspace::load(args.manifest_path.as_deref())?;
+    client::start_and_wait(&config.cache_dir, Duration::from_secs(10))?;
+    let request = Request::BuildStart {
+        remote: RemoteSettings::new(remote, config.compression_level),
+        cargo_pid: std::process::id(),
+        lockfile: workspace.lockfile.display().to_string(),
+        planner: PlannerSettings::from_config(&config.planner),
+        namespace: args.namespace.filter(|n| !n.is_empty()),
+        wait: args.wait,
+    };
+    let deadline = if args.wait {
+        Duration::from_secs(3600)
+    } else {
+        Duration::from_secs(5)
+    };
+    match client::request(&config.cache_dir, &request, deadline)? {
+        Response::Prefetched { imported, plan } => {
+            println!("prefetched {imported} entries (from {plan})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Accepted => {
+            println!("prefetch handed to the daemon (`kache daemon log` shows it)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Refused { reason } => bail!("{reason}"),
+        other => bail!("the daemon answered {other:?}"),
+    }
+}

@@ -1,0 +1,278 @@
+//! The planner client: at a build's start the daemon tells `kache-service`
+//! what the build is about to need and gets back the artifacts worth
+//! fetching first.
+//!
+//! The intent lists crate names in the order the build needs them
+//! (dependencies first, from `cargo metadata`'s resolved graph), the
+//! namespace and the `Cargo.lock` packages. The plan is untrusted: every
+//! candidate must have a well-formed key and crate name, and anything that
+//! goes wrong (an error, `KACHE_PLANNER_TIMEOUT_MS`, a malformed plan) is
+//! the `Cargo.lock` fallback, exactly like `use_fallback`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use kache_core::plan::{BuildIntent, Disposition, PlanCandidate, PrefetchPlan};
+use kache_remote::layout::{is_valid_crate_name, is_valid_key};
+use serde::{Deserialize, Serialize};
+
+/// Where the planner is, as the caller resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannerSettings {
+    pub endpoint: String,
+    pub token: Option<String>,
+    pub timeout_ms: u64,
+}
+
+impl PlannerSettings {
+    /// The planner of `config`: only when an endpoint is set (a token
+    /// alone does nothing).
+    pub fn from_config(config: &crate::config::PlannerConfig) -> Option<Self> {
+        Some(Self {
+            endpoint: config.endpoint.clone().filter(|e| !e.is_empty())?,
+            token: config.token.clone(),
+            timeout_ms: config.timeout_ms,
+        })
+    }
+}
+
+/// `{endpoint}/v2/prefetch-plan`, unless the endpoint already names a plan route.
+pub fn plan_url(endpoint: &str) -> String {
+    let trimmed = endpoint.trim_end_matches('/');
+    if trimmed.ends_with("/v1/prefetch-plan") || trimmed.ends_with("/v2/prefetch-plan") {
+        trimmed.to_string()
+    } else {
+        format!("{trimmed}/v2/prefetch-plan")
+    }
+}
+
+/// What the daemon will do with a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Fetch these, in order.
+    Execute(Vec<PlanCandidate>),
+    /// Prefetch by `Cargo.lock`, and why.
+    Fallback(String),
+    Nothing,
+}
+
+/// Asks the planner; never fails: every problem is a fallback with its reason.
+pub async fn decide(settings: &PlannerSettings, intent: &BuildIntent) -> Decision {
+    match ask(settings, intent).await {
+        Ok(plan) => match plan.disposition {
+            Disposition::Execute => match validated(plan.candidates) {
+                Ok(candidates) => Decision::Execute(candidates),
+                Err(err) => Decision::Fallback(format!("malformed plan: {err:#}")),
+            },
+            Disposition::UseFallback => Decision::Fallback(
+                plan.reason
+                    .unwrap_or_else(|| "the planner answered use_fallback".into()),
+            ),
+            Disposition::DoNothing => Decision::Nothing,
+        },
+        Err(err) => Decision::Fallback(format!("{err:#}")),
+    }
+}
+
+async fn ask(settings: &PlannerSettings, intent: &BuildIntent) -> Result<PrefetchPlan> {
+    let timeout = Duration::from_millis(settings.timeout_ms.max(1));
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .build()
+        .context("building the planner client")?;
+    let url = plan_url(&settings.endpoint);
+    let mut request = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(intent)?);
+    if let Some(token) = &settings.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("asking {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("{url} answered {status}");
+    }
+    let body = response.bytes().await.context("reading the plan")?;
+    serde_json::from_slice(&body).with_context(|| format!("{url} sent a malformed plan"))
+}
+
+/// The candidates, each checked; duplicates dropped, order kept.
+fn validated(candidates: Vec<PlanCandidate>) -> Result<Vec<PlanCandidate>> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for candidate in candidates {
+        if !is_valid_key(&candidate.cache_key) || !is_valid_crate_name(&candidate.crate_name) {
+            bail!(
+                "candidate {:?}/{:?} has a malformed key or crate name",
+                candidate.crate_name,
+                candidate.cache_key
+            );
+        }
+        if seen.insert(candidate.cache_key.clone()) {
+            out.push(candidate);
+        }
+    }
+    Ok(out)
+}
+
+/// The intent for the workspace of `lockfile`: crate names dependencies
+/// first (from `cargo metadata`; the `Cargo.lock` order when it fails), the
+/// namespace and every `Cargo.lock` package.
+pub fn intent(lockfile: &Path, namespace: Option<String>) -> Result<BuildIntent> {
+    let text = std::fs::read_to_string(lockfile)
+        .with_context(|| format!("reading {}", lockfile.display()))?;
+    let lock: toml::Table = toml::from_str(&text)?;
+    let cargo_lock_deps: Vec<(String, String)> = lock
+        .get("package")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                p.get("name")?.as_str()?.to_string(),
+                p.get("version")?.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let crate_names = match build_order(lockfile) {
+        Ok(names) => names,
+        Err(err) => {
+            tracing::debug!("no dependency order ({err:#}); using Cargo.lock order");
+            cargo_lock_deps
+                .iter()
+                .map(|(name, _)| name.replace('-', "_"))
+                .collect()
+        }
+    };
+    Ok(BuildIntent {
+        crate_names,
+        namespace,
+        cargo_lock_deps,
+    })
+}
+
+/// Library crate names in dependency order, from the resolved graph.
+fn build_order(lockfile: &Path) -> Result<Vec<String>> {
+    let manifest = lockfile.with_file_name("Cargo.toml");
+    let output =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([
+                "metadata",
+                "--format-version",
+                "1",
+                "--offline",
+                "--locked",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .output()
+            .context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata failed");
+    }
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let mut names: BTreeMap<&str, String> = BTreeMap::new();
+    for package in json["packages"].as_array().into_iter().flatten() {
+        let id = package["id"].as_str().unwrap_or_default();
+        let lib = package["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| {
+                t["kind"].as_array().is_some_and(|k| {
+                    k.iter().any(|k| {
+                        k != "bin"
+                            && k != "test"
+                            && k != "example"
+                            && k != "bench"
+                            && k != "custom-build"
+                    })
+                })
+            })
+            .and_then(|t| t["name"].as_str())
+            .map(|n| n.replace('-', "_"));
+        if let Some(lib) = lib {
+            names.insert(id, lib);
+        }
+    }
+    // Kahn's algorithm over the resolved graph: a crate after its deps.
+    let mut deps: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for node in json["resolve"]["nodes"].as_array().into_iter().flatten() {
+        let id = node["id"].as_str().unwrap_or_default();
+        let list: Vec<&str> = node["dependencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str())
+            .collect();
+        for dep in &list {
+            dependents.entry(dep).or_default().push(id);
+        }
+        deps.insert(id, list);
+    }
+    let mut remaining: BTreeMap<&str, usize> = deps.iter().map(|(id, d)| (*id, d.len())).collect();
+    let mut ready: VecDeque<&str> = remaining
+        .iter()
+        .filter(|(_, n)| **n == 0)
+        .map(|(id, _)| *id)
+        .collect();
+    let mut order = Vec::new();
+    while let Some(id) = ready.pop_front() {
+        if let Some(name) = names.get(id) {
+            order.push(name.clone());
+        }
+        for dependent in dependents.get(id).into_iter().flatten() {
+            if let Some(n) = remaining.get_mut(dependent) {
+                *n -= 1;
+                if *n == 0 {
+                    ready.push_back(dependent);
+                }
+            }
+        }
+    }
+    Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_route_is_appended_unless_given() {
+        assert_eq!(plan_url("http://p:8080"), "http://p:8080/v2/prefetch-plan");
+        assert_eq!(plan_url("http://p:8080/"), "http://p:8080/v2/prefetch-plan");
+        assert_eq!(
+            plan_url("http://p/v1/prefetch-plan"),
+            "http://p/v1/prefetch-plan"
+        );
+        assert_eq!(
+            plan_url("http://p/x/v2/prefetch-plan"),
+            "http://p/x/v2/prefetch-plan"
+        );
+    }
+
+    #[test]
+    fn a_plan_with_a_malformed_candidate_is_refused_whole() {
+        let good = PlanCandidate {
+            cache_key: "a".repeat(64),
+            crate_name: "serde".into(),
+        };
+        assert_eq!(
+            validated(vec![good.clone(), good.clone()]).unwrap(),
+            std::slice::from_ref(&good)
+        );
+        let bad = PlanCandidate {
+            cache_key: "../../etc".into(),
+            crate_name: "serde".into(),
+        };
+        assert!(validated(vec![good, bad]).is_err());
+    }
+}
