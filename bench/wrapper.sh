@@ -77,8 +77,8 @@ timed() { local t0; t0=$(now); "$@" >/dev/null 2>&1; awk -v a="$t0" -v b="$(now)
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "n/a" }'; }
 # elapsed_ms of the hit events after line $1 of the event log matching $2.
 hit_times() {
-    tail -n +"$(($1 + 1))" "$KACHE_CACHE_DIR/events.jsonl" | grep '"outcome":"hit"' | grep -E "$2" \
-        | sed 's/.*"elapsed_ms":\([0-9]*\).*/\1/'
+    tail -n +"$(($1 + 1))" "$KACHE_CACHE_DIR/events.jsonl" | { grep '"outcome":"hit"' || true; } \
+        | { grep -E "$2" || true; } | sed 's/.*"elapsed_ms":\([0-9]*\).*/\1/'
 }
 
 export CARGO_INCREMENTAL=0
