@@ -54,6 +54,15 @@ impl RemoteError {
 
 pub type Result<T> = std::result::Result<T, RemoteError>;
 
+/// An object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+    /// Last modification, milliseconds since the Unix epoch.
+    pub modified_ms: u64,
+}
+
 /// A flat key-value object store.
 #[async_trait]
 pub trait Storage: Send + Sync {
@@ -71,7 +80,16 @@ pub trait Storage: Send + Sync {
     /// Whether an object exists.
     async fn exists(&self, key: &str) -> Result<bool>;
     /// The names of every object below `prefix/`.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list_info(prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.name)
+            .collect())
+    }
+    /// Every object below `prefix/` with its size and modification time.
+    async fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     /// The names of the "directories" directly below `prefix/` (last component only).
     async fn list_dirs(&self, prefix: &str) -> Result<Vec<String>>;
     /// Deletes an object; deleting a missing one is not an error.
@@ -282,11 +300,15 @@ impl Storage for ObjectStorage {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn list_info(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let prefix = ObjectPath::from(prefix);
         self.store
             .list(Some(&prefix))
-            .map_ok(|meta| meta.location.to_string())
+            .map_ok(|meta| ObjectInfo {
+                name: meta.location.to_string(),
+                size: meta.size,
+                modified_ms: meta.last_modified.timestamp_millis().max(0) as u64,
+            })
             .try_collect()
             .await
             .map_err(|e| self.error(e))

@@ -46,6 +46,29 @@ pub struct Config {
     /// Name of the Lease.
     #[arg(long, env = "KACHE_HA_LEASE_NAME", default_value = "kache-service")]
     pub ha_lease_name: String,
+    /// The bucket to learn from (manifests and shards clients write there).
+    #[arg(long, env = "KACHE_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// The bucket's endpoint (default: AWS).
+    #[arg(long, env = "KACHE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "KACHE_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Object prefix, as the clients use it.
+    #[arg(long, env = "KACHE_S3_PREFIX", default_value = "artifacts")]
+    pub s3_prefix: String,
+    #[arg(long, env = "KACHE_S3_PROFILE")]
+    pub s3_profile: Option<String>,
+    #[arg(long, env = "KACHE_S3_ACCESS_KEY", hide_env_values = true)]
+    pub s3_access_key: Option<String>,
+    #[arg(long, env = "KACHE_S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+    /// A shared directory instead of a bucket (the clients' `type = "fs"`).
+    #[arg(long, env = "KACHE_REMOTE_DIR", conflicts_with = "s3_bucket")]
+    pub remote_dir: Option<PathBuf>,
+    /// Seconds between two scans of the bucket.
+    #[arg(long, env = "KACHE_PLANNER_SCAN_INTERVAL", default_value_t = 60)]
+    pub scan_interval: u64,
 }
 
 /// Where Kubernetes mounts the pod's namespace.
@@ -53,6 +76,21 @@ pub const SERVICE_ACCOUNT_NAMESPACE: &str =
     "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 impl Config {
+    /// The bucket (or shared directory) to learn from, if configured.
+    pub fn remote(&self) -> Option<kache_remote::Backend> {
+        if let Some(dir) = &self.remote_dir {
+            return Some(kache_remote::Backend::Fs(dir.clone()));
+        }
+        Some(kache_remote::Backend::S3(kache_remote::s3::S3Spec {
+            bucket: self.s3_bucket.clone()?,
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key: self.s3_access_key.clone(),
+            secret_key: self.s3_secret_key.clone(),
+            profile: self.s3_profile.clone(),
+        }))
+    }
+
     /// The HA namespace: the flag, then `POD_NAMESPACE`, then the
     /// service-account namespace file.
     pub fn resolve_ha_namespace(&self) -> Option<String> {

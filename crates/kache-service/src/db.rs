@@ -4,7 +4,10 @@
 //! - `artifact:⟨cache_key⟩` — crate, compile time, size, seen count, last seen;
 //! - `sighting:⟨blake3(kind, namespace, scope, key)⟩` — one artifact seen in
 //!   one context: a namespace's `name@version` or shard, a crate's history,
-//!   or simply a known key for a crate, with its own count and time.
+//!   or simply a known key for a crate, with its own count and time;
+//! - `scanned:⟨blake3(object name)⟩` — a bucket document already ingested
+//!   and the version (size, modification time) it had, so a restarted
+//!   service scans only what is new or changed.
 //!
 //! Records are written whole (`UPSERT … CONTENT`) from the values the state
 //! computed, in batches, so a write is idempotent and replaying one is safe.
@@ -24,6 +27,7 @@ const BATCH: usize = 2_000;
 const SCHEMA: &str = "
 DEFINE TABLE IF NOT EXISTS artifact SCHEMALESS;
 DEFINE TABLE IF NOT EXISTS sighting SCHEMALESS;
+DEFINE TABLE IF NOT EXISTS scanned SCHEMALESS;
 DEFINE INDEX IF NOT EXISTS sighting_scope ON sighting FIELDS kind, namespace, scope;
 DEFINE INDEX IF NOT EXISTS artifact_crate ON artifact FIELDS crate_name;
 ";
@@ -46,6 +50,13 @@ struct Record<'a, T> {
     id: &'a str,
     #[serde(flatten)]
     data: &'a T,
+}
+
+/// A bucket document already ingested.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scanned {
+    pub name: String,
+    pub version: String,
 }
 
 #[derive(Deserialize)]
@@ -194,6 +205,36 @@ impl Database {
             .with_context(|| format!("writing {table} records"))?
             .check()
             .with_context(|| format!("writing {table} records"))?;
+        Ok(())
+    }
+
+    /// Every bucket document already ingested: object name → version.
+    pub async fn scanned(&self) -> Result<Vec<Scanned>> {
+        let mut response = self
+            .db
+            .query("SELECT * OMIT id FROM scanned")
+            .await
+            .context("reading scanned documents")?;
+        Ok(response.take(0)?)
+    }
+
+    /// Remembers that `name` was ingested at `version`.
+    pub async fn mark_scanned(&self, name: &str, version: &str) -> Result<()> {
+        let id = blake3::hash(name.as_bytes()).to_hex().to_string();
+        self.db
+            .query("UPSERT type::thing('scanned', $id) CONTENT $row RETURN NONE")
+            .bind(("id", id))
+            .bind((
+                "row",
+                serde_json::to_value(Scanned {
+                    name: name.to_string(),
+                    version: version.to_string(),
+                })?,
+            ))
+            .await
+            .context("recording a scanned document")?
+            .check()
+            .context("recording a scanned document")?;
         Ok(())
     }
 

@@ -68,7 +68,7 @@ impl App {
         self.ready.load(Ordering::SeqCst)
     }
 
-    fn publish_state_size(&self, backend: &Backend) {
+    pub fn publish_state_size(&self, backend: &Backend) {
         self.metrics
             .artifacts
             .set(backend.state.artifact_count() as i64);

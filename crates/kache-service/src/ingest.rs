@@ -18,6 +18,8 @@ use crate::state::{Artifact, Sighting, SightingKind, State};
 pub struct Backend {
     db: Database,
     pub state: State,
+    /// Bucket documents already ingested: object name → version.
+    scanned: HashMap<String, String>,
 }
 
 /// One fact to record: an artifact seen in a context.
@@ -61,7 +63,13 @@ impl Backend {
     pub async fn open(path: &Path) -> Result<Self> {
         let db = Database::open(path).await?;
         let state = db.load().await?;
-        Ok(Self { db, state })
+        let scanned = db
+            .scanned()
+            .await?
+            .into_iter()
+            .map(|s| (s.name, s.version))
+            .collect();
+        Ok(Self { db, state, scanned })
     }
 
     /// Records `observations`: database first, then memory.
@@ -150,19 +158,32 @@ impl Backend {
         Ok(summary)
     }
 
+    /// The version of a bucket document when it was ingested.
+    pub fn scanned(&self, name: &str) -> Option<&str> {
+        self.scanned.get(name).map(String::as_str)
+    }
+
+    /// Remembers (database first) that a bucket document was ingested.
+    pub async fn mark_scanned(&mut self, name: &str, version: &str) -> Result<()> {
+        self.db.mark_scanned(name, version).await?;
+        self.scanned.insert(name.to_string(), version.to_string());
+        Ok(())
+    }
+
     /// Artifact records in the database.
     pub async fn stored_artifacts(&self) -> Result<u64> {
         self.db.artifact_count().await
     }
 }
 
-/// Rejects names that cannot be a crate, key, namespace or hash.
+/// Rejects names that cannot be a crate, key, namespace or hash. `:` is
+/// allowed: C units are stored as `package:file.c`.
 fn check_token(what: &str, value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 256
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b'@'));
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b'@' | b':')
+        });
     if !ok {
         bail!("invalid {what} {value:?}: use 1-256 letters, digits and -_.+@");
     }

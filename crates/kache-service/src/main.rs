@@ -4,6 +4,9 @@
 //!
 //! Flow: `config` → (optional `ha` leadership) → `ingest::Backend` (database
 //! + in-memory `state`) → `http` routes; plans come from `kache_core::plan`.
+//!
+//! With a bucket configured, `scan` feeds the same `ingest` path from the
+//! manifests and shards clients write.
 
 mod config;
 mod db;
@@ -11,6 +14,7 @@ mod ha;
 mod http;
 mod ingest;
 mod metrics;
+mod scan;
 mod state;
 
 use std::path::Path;
@@ -138,6 +142,21 @@ async fn serve(config: Config) -> Result<()> {
         })
     });
 
+    let scan_task = match config.remote() {
+        Some(backend) => {
+            let storage = kache_remote::open(&backend)
+                .with_context(|| "opening the bucket to learn from".to_string())?;
+            Some(tokio::spawn(scan::run(
+                app.clone(),
+                storage,
+                kache_remote::Layout::new(&config.s3_prefix),
+                std::time::Duration::from_secs(config.scan_interval.max(1)),
+                shutdown_rx.clone(),
+            )))
+        }
+        None => None,
+    };
+
     let server =
         axum::serve(listener, http::router(app.clone())).with_graceful_shutdown(async move {
             shutdown_signal().await;
@@ -146,6 +165,9 @@ async fn serve(config: Config) -> Result<()> {
         });
     server.await.context("serving HTTP")?;
     if let Some(task) = ha_task {
+        let _ = task.await;
+    }
+    if let Some(task) = scan_task {
         let _ = task.await;
     }
     app.set_backend(None).await;

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub artifacts: Gauge<i64, AtomicI64>,
     pub crates: Gauge<i64, AtomicI64>,
     pub ingested: Family<KindLabel, Counter>,
+    /// Bucket documents skipped as malformed or hostile.
+    pub scan_skipped: Counter,
+    /// Bucket scans that failed (the bucket was unreachable).
+    pub scan_errors: Counter,
 }
 
 impl Metrics {
@@ -88,7 +92,13 @@ impl Metrics {
             crates.clone(),
         );
         let ingested = Family::<KindLabel, Counter>::default();
-        for kind in ["manifest", "shard", "seed"] {
+        for kind in [
+            "manifest",
+            "shard",
+            "seed",
+            "bucket_manifest",
+            "bucket_shard",
+        ] {
             let _ = ingested.get_or_create(&KindLabel {
                 kind: kind.to_string(),
             });
@@ -97,6 +107,18 @@ impl Metrics {
             "ingested_documents",
             "Documents ingested by kind",
             ingested.clone(),
+        );
+        let scan_skipped = Counter::default();
+        registry.register(
+            "scan_skipped_documents",
+            "Bucket documents skipped as malformed or hostile",
+            scan_skipped.clone(),
+        );
+        let scan_errors = Counter::default();
+        registry.register(
+            "scan_errors",
+            "Bucket scans that failed",
+            scan_errors.clone(),
         );
         Self {
             registry,
@@ -107,6 +129,8 @@ impl Metrics {
             artifacts,
             crates,
             ingested,
+            scan_skipped,
+            scan_errors,
         }
     }
 
