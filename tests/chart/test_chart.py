@@ -24,6 +24,14 @@ SCENARIOS = {
     "pvc": {"planner": {"persistence": {"type": "pvc", "size": "20Gi", "storageClass": "fast"}}},
     "auth": {"auth": {"existingSecret": "planner-token", "existingSecretKey": "bearer"}},
     "ha": {"replicaCount": 2, "ha": {"enabled": True, "leaseName": "planner-lock"}},
+    "bucket": {
+        "bucket": {
+            "name": "rust-cache",
+            "endpoint": "http://garage.storage:3900",
+            "existingSecret": "bucket-keys",
+            "scanInterval": 30,
+        }
+    },
     "combined": {
         "replicaCount": 3,
         "ha": {"enabled": True, "namespace": "coordination"},
@@ -229,6 +237,22 @@ def test_common_knobs_reach_the_pod():
     assert default_image.endswith(":" + yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
 
 
+def test_the_bucket_settings_reach_the_pod_and_keys_come_only_from_the_secret():
+    variables = env(render(SCENARIOS["bucket"]))
+    assert variables["KACHE_S3_BUCKET"]["value"] == "rust-cache"
+    assert variables["KACHE_S3_ENDPOINT"]["value"] == "http://garage.storage:3900"
+    assert variables["KACHE_S3_REGION"]["value"] == "us-east-1"
+    assert variables["KACHE_S3_PREFIX"]["value"] == "artifacts"
+    assert variables["KACHE_PLANNER_SCAN_INTERVAL"]["value"] == "30"
+    for name, key in [("KACHE_S3_ACCESS_KEY", "access-key"), ("KACHE_S3_SECRET_KEY", "secret-key")]:
+        assert "value" not in variables[name]
+        assert variables[name]["valueFrom"]["secretKeyRef"] == {"name": "bucket-keys", "key": key}
+    # Without a bucket the planner reads none; without a Secret, no key variables.
+    assert not any(n.startswith("KACHE_S3_") for n in env(render({})))
+    no_secret = env(render({"bucket": {"name": "rust-cache"}}))
+    assert "KACHE_S3_ACCESS_KEY" not in no_secret and "KACHE_S3_ENDPOINT" not in no_secret
+
+
 def test_notes_tell_clients_the_endpoint():
     text = notes({})
     assert f"KACHE_PLANNER_ENDPOINT=http://{RELEASE}-kache-service.{NAMESPACE}.svc.cluster.local:8080" in text
@@ -248,6 +272,8 @@ def test_notes_tell_clients_the_endpoint():
         {"planner": {"persistence": {"size": "lots"}}},
         {"planner": {"dbpath": "/typo"}},
         {"replicas": 2},
+        {"bucket": {"scanInterval": 0}},
+        {"bucket": {"bucket": "typo"}},
     ],
 )
 def test_the_values_schema_rejects_wrong_types_enums_and_typos(bad):
