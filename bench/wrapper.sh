@@ -16,7 +16,8 @@
 #            straight through the daemon (remote and prefetch hits), over
 #            plain cold; then the median local hit with the daemon running
 #            (needs the rust project first)
-# Usage: bash bench/wrapper.sh [rust] [c-heavy] [install]   (default: all;
+# Usage: bash bench/wrapper.sh [rust] [c-heavy] [install] [fresh-runner] [daemon]
+# (default: all;
 # work files go to bench/work, git-ignored)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -26,51 +27,7 @@ rm -rf "$work"; mkdir -p "$work"
 cargo build --quiet --release --locked -p kache --manifest-path "$root/Cargo.toml"
 kache="$root/target/release/kache"
 
-mkdir -p "$work/app/src"
-cat > "$work/app/Cargo.toml" <<'TOML'
-[package]
-name = "bench-app"
-version = "0.1.0"
-edition = "2021"
-
-[dependencies]
-axum = "0.8"
-tokio = { version = "1", features = ["full"] }
-serde = { version = "1", features = ["derive"] }
-serde_json = "1"
-clap = { version = "4", features = ["derive"] }
-tracing = "0.1"
-tracing-subscriber = "0.3"
-
-# Not part of the kache workspace above it.
-[workspace]
-TOML
-cat > "$work/app/src/main.rs" <<'RS'
-use axum::{Json, Router, routing::get};
-use clap::Parser;
-use serde::Serialize;
-
-#[derive(Parser)]
-struct Args {
-    #[arg(long, default_value = "127.0.0.1:0")]
-    bind: String,
-}
-
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
-}
-
-#[tokio::main]
-async fn main() {
-    tracing_subscriber::fmt::init();
-    let args = Args::parse();
-    let app: Router = Router::new().route("/", get(|| async { Json(Health { status: "ok" }) }));
-    let listener = tokio::net::TcpListener::bind(&args.bind).await.unwrap();
-    tracing::info!("listening on {}", listener.local_addr().unwrap());
-    let _ = app;
-}
-RS
+bash "$root/bench/rust-project.sh" "$work/app"
 now() { date +%s.%N; }
 timed() { local t0; t0=$(now); "$@" >/dev/null 2>&1; awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b-a }'; }
 # The median of the numbers on stdin, or n/a.

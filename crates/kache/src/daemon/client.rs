@@ -186,7 +186,10 @@ impl Link {
             .create_new(true)
             .open(&marker)
             .is_ok();
-        if let (true, Some(lockfile)) = (first, lockfile) {
+        // `KACHE_PREFETCH=0`: remote hits on demand only (benchmarks compare).
+        let prefetch = std::env::var("KACHE_PREFETCH")
+            .map_or(true, |v| v != "0" && !v.eq_ignore_ascii_case("false"));
+        if let (true, true, Some(lockfile)) = (first, prefetch, lockfile) {
             let _ = request(
                 &self.cache_dir,
                 &Request::BuildStart {

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): does a plan help a fresh CI runner?
+#
+# A real S3 server (Garage) and the real planner (kache-service, learning
+# from the bucket) on loopback. Runner A builds the ~90-crate project, pushes
+# (`kache sync --push`) and saves its manifest with a namespace. Then a fresh
+# runner B (empty cache, another path) builds the same project, and a second
+# time a variant with one dependency bumped (a new branch), in three modes side
+# by side:
+#   none      remote hits on demand only (KACHE_PREFETCH=0)
+#   fallback  + prefetch by Cargo.lock at build start
+#   planner   + the planner's plan at build start (fallback if it cannot help)
+# For each it prints: share of cacheable units served without compiling,
+# bytes downloaded but never used, seconds compiles waited on the bucket, and
+# wall time over plain cold.
+# Usage: bash bench/cold-runner.sh   (work files in bench/work-cold, git-ignored)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$root/bench/work-cold"
+rm -rf "$work"; mkdir -p "$work"
+
+cargo build --quiet --release --locked -p kache --manifest-path "$root/Cargo.toml"
+cargo build --quiet --locked -p kache-service --manifest-path "$root/Cargo.toml"
+kache="$root/target/release/kache"
+service="$root/target/debug/kache-service"
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b-a }'; }
+
+eval "$(bash "$root/scripts/garage-server.sh" "$work/garage")"
+"$service" --bind 127.0.0.1:0 --db-path "$work/planner.db" --scan-interval 1 \
+    > "$work/service.out" 2> "$work/service.log" &
+service_pid=$!
+cleanup() {
+    kill "$service_pid" 2>/dev/null || true
+    kill "$(cat "$work/garage/garage.pid")" 2>/dev/null || true
+    for cache in "$work"/cache-*; do KACHE_CACHE_DIR="$cache" "$kache" daemon stop >/dev/null 2>&1 || true; done
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do grep -q "listening on" "$work/service.out" 2>/dev/null && break; sleep 0.1; done
+planner=$(sed -n 's/^kache-service listening on //p' "$work/service.out")
+echo "planner at $planner, bucket at $KACHE_S3_ENDPOINT"
+
+bash "$root/bench/rust-project.sh" "$work/a"
+(cd "$work/a" && cargo generate-lockfile --quiet && cargo fetch --quiet)
+export CARGO_INCREMENTAL=0
+
+echo "== plain cold (reference)"
+t0=$(now)
+(cd "$work/a" && CARGO_TARGET_DIR="$work/t-plain" cargo build --offline --quiet)
+plain=$(elapsed "$t0")
+echo "plain cold: ${plain}s"
+
+echo "== runner A: build, push, save the manifest (namespace main)"
+(
+    cd "$work/a"
+    export RUSTC_WRAPPER="$kache" KACHE_CACHE_DIR="$work/cache-a" KACHE_LOCAL_ONLY=1
+    cargo build --offline --quiet
+    unset KACHE_LOCAL_ONLY
+    "$kache" sync --push | tail -2
+    "$kache" save-manifest --namespace main | tail -1
+)
+for _ in $(seq 1 100); do
+    curl -s "$planner/metrics" | grep -q 'ingested_documents_total{kind="bucket_shard"} [1-9]' && break
+    sleep 0.2
+done
+echo "the planner learned: $(curl -s "$planner/metrics" | grep 'ingested_documents_total{kind="bucket' | tr '\n' ' ')"
+
+# run_b VARIANT MODE: a fresh runner builds the variant's copy.
+run_b() {
+    local variant=$1 mode=$2
+    local dir="$work/b-$variant-$mode" cache="$work/cache-$variant-$mode"
+    rm -rf "$dir" "$cache"
+    cp -r "$work/src-$variant" "$dir"
+    export RUSTC_WRAPPER="$kache" KACHE_CACHE_DIR="$cache" KACHE_NAMESPACE=main
+    unset KACHE_PLANNER_ENDPOINT KACHE_PREFETCH
+    case $mode in
+        none) export KACHE_PREFETCH=0 ;;
+        planner) export KACHE_PLANNER_ENDPOINT="$planner" ;;
+    esac
+    "$kache" daemon start >/dev/null
+    local t0 wall
+    t0=$(now)
+    (cd "$dir" && cargo build --offline --quiet 2>/dev/null)
+    wall=$(elapsed "$t0")
+    sleep 1 # let in-flight prefetches land, so waste is counted whole
+    "$kache" daemon stop --drain 0 >/dev/null
+    python3 - "$cache" "$variant" "$mode" "$wall" "$plain" <<'PY'
+import json, sqlite3, sys
+cache, variant, mode, wall, plain = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+events = [json.loads(l) for l in open(f"{cache}/events.jsonl")]
+cacheable = [e for e in events if e["outcome"] in ("hit", "miss", "dup")]
+served = sum(1 for e in cacheable if e["outcome"] == "hit")
+used = sum(e.get("bytes", 0) for e in cacheable
+           if e["outcome"] == "hit" and e.get("source") in ("remote", "prefetch"))
+waited = sum(e["elapsed_ms"] for e in cacheable if e.get("source") == "remote") / 1000
+db = sqlite3.connect(f"{cache}/index.db")
+wasted = db.execute("SELECT COALESCE(SUM(size), 0) FROM entries WHERE cache_key IN "
+                    "(SELECT cache_key FROM origins)").fetchone()[0]
+downloaded = used + wasted
+share = 100 * served / max(1, len(cacheable))
+waste = 100 * wasted / max(1, downloaded)
+print(f"{variant:<8} {mode:<9} served {served:>3}/{len(cacheable):<3} ({share:5.1f}%)  "
+      f"downloaded {downloaded / 2**20:7.1f} MiB, unused {wasted / 2**20:6.1f} MiB ({waste:4.1f}%)  "
+      f"waited {waited:5.2f}s  wall {wall:6.2f}s = {wall / plain:.2f} x plain cold")
+PY
+    unset RUSTC_WRAPPER KACHE_CACHE_DIR KACHE_NAMESPACE KACHE_PLANNER_ENDPOINT KACHE_PREFETCH
+}
+
+# The variant: the same lockfile with one dependency moved (a new branch).
+cp -r "$work/a" "$work/src-same"; rm -rf "$work/src-same/target"
+cp -r "$work/src-same" "$work/src-bumped"
+bumped=""
+for spec in "itoa 1.0.14" "ryu 1.0.19" "memchr 2.7.4" "bytes 1.9.0"; do
+    set -- $spec
+    if (cd "$work/src-bumped" && cargo update --quiet -p "$1" --precise "$2" 2>/dev/null); then
+        if ! cmp -s "$work/src-same/Cargo.lock" "$work/src-bumped/Cargo.lock"; then
+            bumped="$1 → $2"; break
+        fi
+    fi
+done
+(cd "$work/src-bumped" && cargo fetch --quiet)
+echo "== fresh runner B (bumped variant: ${bumped:-none found, same lockfile})"
+for variant in same bumped; do
+    for mode in none fallback planner; do
+        run_b "$variant" "$mode"
+    done
+done
