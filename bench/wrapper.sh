@@ -137,6 +137,7 @@ bench_fresh_runner() {
     total=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b-a }')
     plain=$(awk -v t="$plain_rust" 'BEGIN { print t }')
     echo "build after pull: ${build}s; pull + build: ${total}s"
+    "$kache" daemon stop >/dev/null 2>&1 || true
     awk -v total="$total" -v plain="$plain" 'BEGIN {
         printf "\n[fresh-runner]\n"
         printf "%-44s %6.2f  (goal <= 0.15)\n", "sync --pull + build / plain cold:", total / plain
