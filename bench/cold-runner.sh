@@ -60,9 +60,14 @@ echo "== runner A: build, push, save the manifest (namespace main)"
     "$kache" sync --push | tail -2
     "$kache" save-manifest --namespace main | tail -1
 )
-for _ in $(seq 1 100); do
-    curl -s "$planner/metrics" | grep -q 'ingested_documents_total{kind="bucket_shard"} [1-9]' && break
-    sleep 0.2
+# Wait until the planner has scanned the manifest and every shard.
+shards=$(KACHE_CACHE_DIR="$work/cache-a" "$kache" save-manifest --namespace main --dry-run --manifest-path "$work/a/Cargo.toml" | grep -c "/shards/" || true)
+for _ in $(seq 1 600); do
+    metrics=$(curl -s "$planner/metrics")
+    manifests=$(echo "$metrics" | sed -n 's/.*ingested_documents_total{kind="bucket_manifest"} \([0-9]*\).*/\1/p')
+    seen=$(echo "$metrics" | sed -n 's/.*ingested_documents_total{kind="bucket_shard"} \([0-9]*\).*/\1/p')
+    [ "${manifests:-0}" -ge 1 ] && [ "${seen:-0}" -ge "$shards" ] && break
+    sleep 0.5
 done
 echo "the planner learned: $(curl -s "$planner/metrics" | grep 'ingested_documents_total{kind="bucket' | tr '\n' ' ')"
 
@@ -72,7 +77,9 @@ run_b() {
     local dir="$work/b-$variant-$mode" cache="$work/cache-$variant-$mode"
     rm -rf "$dir" "$cache"
     cp -r "$work/src-$variant" "$dir"
-    export RUSTC_WRAPPER="$kache" KACHE_CACHE_DIR="$cache" KACHE_NAMESPACE=main
+    # Read-only: every mode sees the bucket runner A left, not the uploads
+    # of the runs before it.
+    export RUSTC_WRAPPER="$kache" KACHE_CACHE_DIR="$cache" KACHE_NAMESPACE=main KACHE_REMOTE_READ_ONLY=1
     unset KACHE_PLANNER_ENDPOINT KACHE_PREFETCH
     case $mode in
         none) export KACHE_PREFETCH=0 ;;
@@ -104,7 +111,7 @@ print(f"{variant:<8} {mode:<9} served {served:>3}/{len(cacheable):<3} ({share:5.
       f"downloaded {downloaded / 2**20:7.1f} MiB, unused {wasted / 2**20:6.1f} MiB ({waste:4.1f}%)  "
       f"waited {waited:5.2f}s  wall {wall:6.2f}s = {wall / plain:.2f} x plain cold")
 PY
-    unset RUSTC_WRAPPER KACHE_CACHE_DIR KACHE_NAMESPACE KACHE_PLANNER_ENDPOINT KACHE_PREFETCH
+    unset RUSTC_WRAPPER KACHE_CACHE_DIR KACHE_NAMESPACE KACHE_PLANNER_ENDPOINT KACHE_PREFETCH KACHE_REMOTE_READ_ONLY
 }
 
 # The variant: the same lockfile with one dependency moved (a new branch).

@@ -373,3 +373,17 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
     );
     ok(c.kache(&["daemon", "stop"]));
 }
+
+#[test]
+fn a_read_only_remote_is_used_but_never_written() {
+    let garage = Garage::start();
+    let mut world = World::new();
+    world.env = garage.env();
+    world
+        .env
+        .push(("KACHE_REMOTE_READ_ONLY".into(), "1".into()));
+    let project = world.project("p");
+    world.cargo(&project, &["build"]).ok();
+    stop(&world);
+    assert_eq!(bucket_entries(&garage.env()), 0);
+}

@@ -235,6 +235,11 @@ impl Link {
     /// Queues an upload of `cache_key` (durably, in the index) and wakes
     /// the daemon; returns at once.
     pub fn upload(&self, store: &crate::store::Store, cache_key: &str) {
+        // `KACHE_REMOTE_READ_ONLY=1`: use the bucket, never write to it (a
+        // pull request from a fork, a benchmark comparing runners).
+        if crate::config::env_flag("KACHE_REMOTE_READ_ONLY") == Some(true) {
+            return;
+        }
         let id = self.settings.id();
         if store
             .index
