@@ -189,7 +189,14 @@ impl Remote {
     }
 
     /// Downloads and imports the entry, unless the local store has it.
-    pub async fn pull(&self, crate_name: &str, cache_key: &str) -> Result<Pulled> {
+    /// `origin` (`remote`, `prefetch`) is recorded *before* the entry
+    /// becomes visible, so its first hit is labelled whatever the timing.
+    pub async fn pull(
+        &self,
+        crate_name: &str,
+        cache_key: &str,
+        origin: Option<&'static str>,
+    ) -> Result<Pulled> {
         let cache_dir = self.cache_dir.clone();
         let key = cache_key.to_string();
         let present = tokio::task::spawn_blocking(move || -> Result<bool> {
@@ -235,6 +242,9 @@ impl Remote {
             )
             .with_context(|| format!("refusing {pack_key}"))?;
             let mut store = Store::open(&cache_dir)?;
+            if let Some(origin) = origin {
+                store.index.set_origin(&meta.cache_key, origin)?;
+            }
             store.import_entry(&meta, &files)?;
             Ok(meta.size())
         })

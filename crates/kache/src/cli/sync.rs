@@ -106,7 +106,7 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
             let tally = runtime.block_on(transfer(&remote, todo, "pull", |remote, (c, k)| {
                 let remote = remote.clone();
                 async move {
-                    match remote.pull(&c, &k).await? {
+                    match remote.pull(&c, &k, None).await? {
                         Pulled::Imported {
                             pack_bytes,
                             original_bytes,

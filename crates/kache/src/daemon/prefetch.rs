@@ -111,11 +111,10 @@ async fn fetch_once(
     }
     let mut imported = 0;
     for key in keys.into_iter().take(MAX_PER_PREKEY) {
-        match remote.pull(crate_name, &key).await {
+        match remote.pull(crate_name, &key, Some("remote")).await {
             Ok(Pulled::Imported { .. }) => {
                 imported += 1;
                 state.count_remote_hit();
-                mark_origin(state, &key, "remote").await;
             }
             Ok(_) => {}
             Err(err) => {
@@ -126,15 +125,6 @@ async fn fetch_once(
     }
     debug!(crate_name, imported, "fetched");
     imported
-}
-
-async fn mark_origin(state: &State, key: &str, source: &'static str) {
-    let cache_dir = state.cache_dir.clone();
-    let key = key.to_string();
-    let _ = tokio::task::spawn_blocking(move || -> Result<()> {
-        Store::open(&cache_dir)?.index.set_origin(&key, source)
-    })
-    .await;
 }
 
 /// What one build start asks for.
@@ -245,7 +235,10 @@ async fn import_in_order(
     let mut imported = 0;
     let mut results = futures::stream::iter(missing.into_iter().map(|(crate_name, key)| {
         let remote = remote.clone();
-        async move { (key.clone(), remote.pull(&crate_name, &key).await) }
+        async move {
+            let pulled = remote.pull(&crate_name, &key, Some("prefetch")).await;
+            (key.clone(), pulled)
+        }
     }))
     .buffered(slots);
     while let Some((key, result)) = results.next().await {
@@ -253,7 +246,6 @@ async fn import_in_order(
             Ok(Pulled::Imported { .. }) => {
                 imported += 1;
                 state.count_prefetched();
-                mark_origin(state, &key, "prefetch").await;
             }
             Ok(_) => {}
             Err(err) => warn!(key, "prefetch refused an entry: {err:#}"),

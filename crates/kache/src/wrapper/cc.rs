@@ -33,9 +33,9 @@ use kache_core::meta::{EntryMeta, FileRecord, META_VERSION};
 use tracing::{debug, trace, warn};
 
 use super::context::Roots;
-use super::{
-    ABSENT, Unit, compile, find_entry, hit_source, lock, record_passthrough_of, report, toolchain,
-};
+use super::lookup::{ABSENT, find_entry};
+use super::outcome::{Unit, hit_source, record_passthrough_of, report};
+use super::{compile, lock, toolchain};
 use crate::config::Config;
 use crate::daemon::client::Link;
 use crate::events::Outcome;

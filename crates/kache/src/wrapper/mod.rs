@@ -12,27 +12,30 @@ mod cc;
 mod compile;
 mod context;
 mod lock;
+mod lookup;
+mod outcome;
 mod toolchain;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use kache_core::args::{self, Invocation, Output, OutputKind, Parsed};
 use kache_core::depinfo;
 use kache_core::key::{self, Input, KeyBuilder};
 use kache_core::meta::{EntryMeta, FileRecord, META_VERSION};
-use kache_core::size::format_size;
 use tracing::{debug, trace, warn};
 
-use crate::config::{Config, Progress};
+use crate::config::Config;
 use crate::daemon::client::Link;
-use crate::events::{self, Event, Outcome};
+use crate::events::Outcome;
 use crate::store::{self, HashCache, Store};
 use compile::{Compiled, Compiler};
 use context::Roots;
+use lookup::find_entry;
+use outcome::{Unit, display_name, hit_source, record_passthrough_of, report};
 
 /// Whether `argv[1]` names a compiler, which puts kache in wrapper mode.
 pub fn is_compiler(arg: &OsStr) -> bool {
@@ -140,51 +143,6 @@ pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
     session.run(&plain)
 }
 
-/// The most recently used entry under `pre_key` whose recorded inputs all
-/// match now (an [`ABSENT`] input must still not exist) and whose `env!`
-/// values equal `env_value(name)`. Any doubt is a miss.
-fn find_entry(
-    store: &Store,
-    hasher: &mut HashCache,
-    roots: &Roots,
-    pre_key: &str,
-    env_value: impl Fn(&str) -> Option<String>,
-) -> Result<Option<EntryMeta>> {
-    'candidates: for meta in store.index.candidates(pre_key)? {
-        for (name, value) in &meta.env_deps {
-            if env_value(name).as_ref() != value.as_ref() {
-                trace!(crate_name = %meta.crate_name, name, "env! value differs");
-                continue 'candidates;
-            }
-        }
-        for input in &meta.inputs {
-            let path = roots.resolve(&roots.normalizer.denormalize(&input.path));
-            let matches = if input.hash == ABSENT {
-                std::fs::symlink_metadata(&path).is_err()
-            } else {
-                matches!(hasher.hash(store, &path), Ok(hashed) if hashed.hash == input.hash)
-            };
-            if !matches {
-                trace!(crate_name = %meta.crate_name, path = %input.path, "input differs");
-                continue 'candidates;
-            }
-        }
-        // The inputs match; recomputing the key (a few hundred bytes of
-        // blake3) also rejects a row whose stored key does not follow
-        // from its own pre-key and inputs, e.g. a hand-edited index.
-        let full = key::full_key(pre_key, &meta.inputs, &meta.env_deps);
-        if full == meta.cache_key {
-            return Ok(Some(meta));
-        }
-    }
-    Ok(None)
-}
-
-/// The hash recorded for an input that must *not* exist for an entry to
-/// hit (a header that would shadow one the compile found further down the
-/// include path).
-pub(crate) const ABSENT: &str = "absent";
-
 /// The value of an `env!` variable as it is keyed.
 fn env_dep_value(roots: &Roots, name: &str) -> Option<String> {
     let value = std::env::var(name).ok()?;
@@ -197,26 +155,6 @@ fn env_dep_value(roots: &Roots, name: &str) -> Option<String> {
 
 fn record_passthrough(config: &Config, invocation: &Invocation, started: Instant, reason: &str) {
     record_passthrough_of(config, &invocation.crate_name, started, reason);
-}
-
-/// Records a compile kache chose not to cache, with the reason.
-fn record_passthrough_of(config: &Config, crate_name: &str, started: Instant, reason: &str) {
-    let _ = std::fs::create_dir_all(&config.cache_dir);
-    events::append(
-        &config.cache_dir,
-        &Event {
-            ts_ms: events::now_ms(),
-            crate_name: crate_name.to_string(),
-            cache_key: None,
-            outcome: Outcome::Passthrough,
-            source: None,
-            elapsed_ms: started.elapsed().as_millis() as u64,
-            bytes: 0,
-            compile_ms: 0,
-            reason: Some(reason.to_string()),
-            target_dir: None,
-        },
-    );
 }
 
 /// One cacheable compile in progress.
@@ -706,105 +644,11 @@ impl<'a> Session<'a> {
     }
 }
 
-/// What an event and a progress line call one compile.
-struct Unit<'a> {
-    /// The entry's `crate_name` (`fx_core`, `zstd-sys:zstd.c`).
-    crate_name: &'a str,
-    /// How a progress line names it (`build_script_build (serde)`, `zstd-sys: zstd.c`).
-    display: &'a str,
-    /// The progress line may not go to stderr: a build script reads a C
-    /// compiler's stderr (the `cc` crate turns it into warnings and takes
-    /// any output from a flag probe as "unsupported"). It goes to the
-    /// terminal instead, when there is one.
-    terminal_only: bool,
-    /// Where the compile wrote its outputs.
-    target_dir: Option<&'a Path>,
-    /// Where a hit came from: `local`, `remote` or `prefetch`.
-    hit_source: &'a str,
-}
-
-/// The source of a hit on `cache_key`: `remote` or `prefetch` the first
-/// time an entry the daemon imported is used, else `local`. Without a
-/// remote the index is not even asked.
-fn hit_source(store: &Store, remote: bool, cache_key: &str) -> String {
-    if !remote {
-        return "local".to_string();
-    }
-    store
-        .index
-        .take_origin(cache_key)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "local".to_string())
-}
-
 /// The workspace's `Cargo.lock` next to the target directory (cargo's
 /// default layout), for prefetch.
 fn lockfile(roots: &Roots) -> Option<PathBuf> {
     let lock = roots.target_dir.as_ref()?.parent()?.join("Cargo.lock");
     lock.is_file().then_some(lock)
-}
-
-/// Records the event and prints the `KACHE_PROGRESS` line of one compile.
-#[allow(clippy::too_many_arguments)]
-fn report(
-    config: &Config,
-    started: Instant,
-    unit: &Unit,
-    outcome: Outcome,
-    key: Option<&str>,
-    bytes: u64,
-    compile_ms: u64,
-    reason: Option<String>,
-) {
-    let elapsed = started.elapsed();
-    let event = Event {
-        ts_ms: events::now_ms(),
-        crate_name: unit.crate_name.to_string(),
-        cache_key: key.map(String::from),
-        outcome,
-        source: (outcome == Outcome::Hit).then(|| unit.hit_source.to_string()),
-        elapsed_ms: elapsed.as_millis() as u64,
-        bytes,
-        compile_ms,
-        reason,
-        target_dir: unit.target_dir.map(|d| d.to_string_lossy().to_string()),
-    };
-    events::append(&config.cache_dir, &event);
-    let label = match outcome {
-        Outcome::Hit => match unit.hit_source {
-            "remote" => "remote hit",
-            "prefetch" => "prefetch hit",
-            _ => "local hit",
-        },
-        Outcome::Dup => "dup",
-        Outcome::Miss => "miss",
-        Outcome::Passthrough => return,
-    };
-    let show = match config.progress {
-        Progress::Off => false,
-        Progress::Hits => outcome == Outcome::Hit,
-        Progress::All => true,
-    };
-    if show {
-        let size = if bytes > 0 {
-            format!(", {}", format_size(bytes))
-        } else {
-            String::new()
-        };
-        let line = format!(
-            "[kache] {}: {label} ({}{size})\n",
-            unit.display,
-            format_duration(elapsed)
-        );
-        if unit.terminal_only {
-            if let Ok(mut tty) = std::fs::OpenOptions::new().write(true).open("/dev/tty") {
-                let _ = tty.write_all(line.as_bytes());
-            }
-        } else {
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        }
-    }
 }
 
 /// Fault injection for the crash-safety tests: with `KACHE_FAULT=<point>`
@@ -819,17 +663,6 @@ pub fn fault_point(point: &str) {
     }
 }
 
-/// The crate as a progress line shows it. Every build script is the crate
-/// `build_script_build`, so its package is added: `build_script_build (serde)`.
-fn display_name(crate_name: &str) -> String {
-    match std::env::var("CARGO_PKG_NAME") {
-        Ok(package) if crate_name.starts_with("build_script_") => {
-            format!("{crate_name} ({package})")
-        }
-        _ => crate_name.to_string(),
-    }
-}
-
 /// `debug` when optimisations are off, else `release`.
 fn profile(inv: &Invocation) -> String {
     let optimised = inv.args.windows(2).any(|w| {
@@ -837,14 +670,4 @@ fn profile(inv: &Invocation) -> String {
             || (w[0].starts_with("-Copt-level=") && w[0] != "-Copt-level=0")
     });
     if optimised { "release" } else { "debug" }.to_string()
-}
-
-/// `12ms`, `1.4s`.
-pub fn format_duration(duration: Duration) -> String {
-    let ms = duration.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{:.1}s", duration.as_secs_f64())
-    }
 }

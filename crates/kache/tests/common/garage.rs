@@ -94,17 +94,28 @@ impl Garage {
             );
             std::thread::sleep(Duration::from_millis(100));
         };
-        cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]).expect("layout assign");
-        cli(&["layout", "apply", "--version", "1"]).expect("layout apply");
-        let info = cli(&["key", "create", "kache-test"]).expect("key create");
+        // A node that answers `node id` may still be starting: retry each
+        // set-up step until the deadline.
+        let step = |args: &[&str]| -> String {
+            loop {
+                if let Some(out) = cli(args) {
+                    return out;
+                }
+                assert!(Instant::now() < deadline, "garage {args:?} kept failing");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        step(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        step(&["layout", "apply", "--version", "1"]);
+        let info = step(&["key", "create", "kache-test"]);
         let field = |name: &str| {
             info.lines()
                 .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
                 .unwrap_or_else(|| panic!("no {name} in {info}"))
         };
         let (key_id, secret_key) = (field("Key ID:"), field("Secret key:"));
-        cli(&["bucket", "create", "kache"]).expect("bucket create");
-        cli(&[
+        step(&["bucket", "create", "kache"]);
+        step(&[
             "bucket",
             "allow",
             "--read",
@@ -113,8 +124,7 @@ impl Garage {
             "kache",
             "--key",
             "kache-test",
-        ])
-        .expect("bucket allow");
+        ]);
         Self {
             child,
             _dir: dir,

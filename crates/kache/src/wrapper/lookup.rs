@@ -1,0 +1,55 @@
+//! Finding a stored entry whose recorded inputs prove a hit: shared by the
+//! rustc and the C-family flows.
+
+use anyhow::Result;
+use kache_core::key;
+use kache_core::meta::EntryMeta;
+use tracing::trace;
+
+use super::context::Roots;
+use crate::store::{HashCache, Store};
+
+/// The most recently used entry under `pre_key` whose recorded inputs all
+/// match now (an [`ABSENT`] input must still not exist) and whose `env!`
+/// values equal `env_value(name)`. Any doubt is a miss.
+pub fn find_entry(
+    store: &Store,
+    hasher: &mut HashCache,
+    roots: &Roots,
+    pre_key: &str,
+    env_value: impl Fn(&str) -> Option<String>,
+) -> Result<Option<EntryMeta>> {
+    'candidates: for meta in store.index.candidates(pre_key)? {
+        for (name, value) in &meta.env_deps {
+            if env_value(name).as_ref() != value.as_ref() {
+                trace!(crate_name = %meta.crate_name, name, "env! value differs");
+                continue 'candidates;
+            }
+        }
+        for input in &meta.inputs {
+            let path = roots.resolve(&roots.normalizer.denormalize(&input.path));
+            let matches = if input.hash == ABSENT {
+                std::fs::symlink_metadata(&path).is_err()
+            } else {
+                matches!(hasher.hash(store, &path), Ok(hashed) if hashed.hash == input.hash)
+            };
+            if !matches {
+                trace!(crate_name = %meta.crate_name, path = %input.path, "input differs");
+                continue 'candidates;
+            }
+        }
+        // The inputs match; recomputing the key (a few hundred bytes of
+        // blake3) also rejects a row whose stored key does not follow
+        // from its own pre-key and inputs, e.g. a hand-edited index.
+        let full = key::full_key(pre_key, &meta.inputs, &meta.env_deps);
+        if full == meta.cache_key {
+            return Ok(Some(meta));
+        }
+    }
+    Ok(None)
+}
+
+/// The hash recorded for an input that must *not* exist for an entry to
+/// hit (a header that would shadow one the compile found further down the
+/// include path).
+pub const ABSENT: &str = "absent";
