@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod daemon;
 mod events;
+mod lockfile;
 mod logging;
 mod remote;
 mod store;

@@ -282,26 +282,12 @@ fn without_a_remote_no_daemon_is_started() {
     }
 }
 
-/// A config file putting the remote in a shared directory.
-fn fs_remote(world: &World, shared: &std::path::Path) -> (String, String) {
-    let config = world.root.path().join("kache-fs.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[cache.remote]\ntype = \"fs\"\npath = \"{}\"\n",
-            shared.display()
-        ),
-    )
-    .unwrap();
-    ("KACHE_CONFIG".into(), config.to_string_lossy().to_string())
-}
-
 #[test]
 fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
     let service = common::service::Service::start();
     let shared = tempfile::tempdir().unwrap();
     let mut a = World::new();
-    a.env = vec![fs_remote(&a, shared.path())];
+    a.env = vec![a.fs_remote(shared.path())];
     let project = a.project("p");
     a.cargo_with(&project, &["build"], &[("KACHE_LOCAL_ONLY", "1")])
         .ok();
@@ -327,7 +313,7 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
     a.cargo(&project, &["clean"]).ok();
     let mut b = World::new();
     b.env = vec![
-        fs_remote(&b, shared.path()),
+        b.fs_remote(shared.path()),
         ("KACHE_PLANNER_ENDPOINT".into(), service.url.clone()),
     ];
     let out = ok(b.kache_in(&project, &["prefetch", "--wait", "--namespace", "ci"], &[]));
@@ -362,7 +348,7 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
     drop(closed);
     let mut c = World::new();
     c.env = vec![
-        fs_remote(&c, shared.path()),
+        c.fs_remote(shared.path()),
         ("KACHE_PLANNER_ENDPOINT".into(), down),
     ];
     let out = ok(c.kache_in(&project, &["prefetch", "--wait"], &[]));

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::Output;
 
 use common::garage::Garage;
@@ -172,26 +171,12 @@ fn a_bucket_that_is_down_or_failing_fails_sync_clearly_and_never_a_build() {
     }
 }
 
-/// A config file putting the remote in a shared directory.
-fn fs_remote(world: &World, shared: &Path) -> (String, String) {
-    let config = world.root.path().join("kache-fs.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[cache.remote]\ntype = \"fs\"\npath = \"{}\"\n",
-            shared.display()
-        ),
-    )
-    .unwrap();
-    ("KACHE_CONFIG".into(), config.to_string_lossy().to_string())
-}
-
 #[test]
 fn the_shared_directory_backend_round_trips_with_the_exact_layout() {
     let shared_root = tempfile::tempdir().unwrap();
     let shared = shared_root.path().join("mnt");
     let mut a = World::new();
-    a.env = vec![fs_remote(&a, &shared)];
+    a.env = vec![a.fs_remote(&shared)];
     let project = a.project("p");
     a.cargo_with(&project, &["build"], LOCAL).ok();
     assert_ok(&a.kache_in(&project, &["sync", "--push"], &[]));
@@ -234,7 +219,7 @@ fn the_shared_directory_backend_round_trips_with_the_exact_layout() {
 
     a.cargo(&project, &["clean"]).ok();
     let mut b = World::new();
-    b.env = vec![fs_remote(&b, &shared)];
+    b.env = vec![b.fs_remote(&shared)];
     assert_ok(&b.kache_in(&project, &["sync", "--pull"], &[]));
     let warm = b.cargo_with(&project, &["build"], LOCAL).ok();
     for lib in LIBS {
@@ -249,7 +234,7 @@ fn the_shared_directory_backend_round_trips_with_the_exact_layout() {
     bytes[middle] ^= 0xff;
     std::fs::write(&pack, bytes).unwrap();
     let mut c = World::new();
-    c.env = vec![fs_remote(&c, &shared)];
+    c.env = vec![c.fs_remote(&shared)];
     let out = c.kache_in(&project, &["sync", "--pull"], &[]);
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
@@ -291,7 +276,7 @@ fn save_manifest_writes_the_build_manifest_and_lock_shards_exactly() {
     let shared_root = tempfile::tempdir().unwrap();
     let shared = shared_root.path().join("mnt");
     let mut world = World::new();
-    world.env = vec![fs_remote(&world, &shared)];
+    world.env = vec![world.fs_remote(&shared)];
     let project = world.project("p");
     world.cargo_with(&project, &["build"], LOCAL).ok();
     let dry = assert_ok(&world.kache_in(

@@ -46,26 +46,8 @@ impl Workspace {
         let target_dir = text("target_directory")?;
         let lock = text("workspace_root")?.join("Cargo.lock");
         let lockfile = lock.clone();
-        let lock_text = std::fs::read_to_string(&lock).with_context(|| {
-            format!(
-                "reading {} (run cargo generate-lockfile, or use --all)",
-                lock.display()
-            )
-        })?;
-        let lock: toml::Table =
-            toml::from_str(&lock_text).with_context(|| format!("parsing {}", lock.display()))?;
-        let lock: Vec<(String, String)> = lock
-            .get("package")
-            .and_then(|p| p.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|p| {
-                Some((
-                    p.get("name")?.as_str()?.to_string(),
-                    p.get("version")?.as_str()?.to_string(),
-                ))
-            })
-            .collect();
+        let lock: Vec<(String, String)> = crate::lockfile::packages(&lock)
+            .context("run cargo generate-lockfile, or use --all")?;
         Ok(Self {
             target_dir,
             lockfile,

@@ -126,21 +126,7 @@ fn validated(candidates: Vec<PlanCandidate>) -> Result<Vec<PlanCandidate>> {
 /// first (from `cargo metadata`; the `Cargo.lock` order when it fails), the
 /// namespace and every `Cargo.lock` package.
 pub fn intent(lockfile: &Path, namespace: Option<String>) -> Result<BuildIntent> {
-    let text = std::fs::read_to_string(lockfile)
-        .with_context(|| format!("reading {}", lockfile.display()))?;
-    let lock: toml::Table = toml::from_str(&text)?;
-    let cargo_lock_deps: Vec<(String, String)> = lock
-        .get("package")
-        .and_then(|p| p.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            Some((
-                p.get("name")?.as_str()?.to_string(),
-                p.get("version")?.as_str()?.to_string(),
-            ))
-        })
-        .collect();
+    let cargo_lock_deps = crate::lockfile::packages(lockfile)?;
     let crate_names = match build_order(lockfile) {
         Ok(names) => names,
         Err(err) => {

@@ -256,13 +256,8 @@ async fn import_in_order(
 
 /// Package names of a `Cargo.lock`.
 fn lock_packages(path: &str) -> Result<BTreeSet<String>> {
-    let text = std::fs::read_to_string(path)?;
-    let lock: toml::Table = toml::from_str(&text)?;
-    Ok(lock
-        .get("package")
-        .and_then(|p| p.as_array())
+    Ok(crate::lockfile::packages(std::path::Path::new(path))?
         .into_iter()
-        .flatten()
-        .filter_map(|p| p.get("name")?.as_str().map(String::from))
+        .map(|(name, _)| name)
         .collect())
 }

@@ -140,6 +140,21 @@ impl World {
         cmd.output().expect("run kache")
     }
 
+    /// A config file putting the remote in the shared directory `shared`
+    /// (`type = "fs"`), as the `KACHE_CONFIG` variable to set.
+    pub fn fs_remote(&self, shared: &Path) -> (String, String) {
+        let config = self.root.path().join("kache-fs.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[cache.remote]\ntype = \"fs\"\npath = \"{}\"\n",
+                shared.display()
+            ),
+        )
+        .expect("write the config");
+        ("KACHE_CONFIG".into(), config.to_string_lossy().to_string())
+    }
+
     /// Every event in the log.
     pub fn events(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.cache.join("events.jsonl")).unwrap_or_default();
