@@ -33,8 +33,8 @@ use kache_core::meta::{EntryMeta, FileRecord, META_VERSION};
 use tracing::{debug, trace, warn};
 
 use super::context::Roots;
-use super::lookup::{ABSENT, find_entry};
-use super::outcome::{Unit, hit_source, record_passthrough_of, report};
+use super::lookup::{self, ABSENT, find_entry};
+use super::outcome::{Unit, record_passthrough_of, report};
 use super::{compile, lock, toolchain};
 use crate::config::Config;
 use crate::daemon::client::Link;
@@ -284,12 +284,12 @@ impl<'a> CcSession<'a> {
     fn try_restore(&mut self, meta: &EntryMeta) -> bool {
         match self.restore(meta) {
             Ok(bytes) => {
-                let hashes = self.hasher.take_pending();
-                let _ = self
-                    .store
-                    .index
-                    .record_hit(&meta.cache_key, store::now(), &hashes);
-                self.hit_source = hit_source(&self.store, self.link.is_some(), &meta.cache_key);
+                self.hit_source = lookup::record_hit(
+                    &mut self.store,
+                    &mut self.hasher,
+                    self.link.is_some(),
+                    &meta.cache_key,
+                );
                 self.report(
                     Outcome::Hit,
                     Some(&meta.cache_key),
@@ -301,20 +301,14 @@ impl<'a> CcSession<'a> {
             }
             Err(err) => {
                 warn!(unit = %self.crate_name, "restore failed, compiling: {err:#}");
-                let _ = self
-                    .store
-                    .remove_entries(std::slice::from_ref(&meta.cache_key));
+                lookup::forget(&mut self.store, &meta.cache_key);
                 false
             }
         }
     }
 
     fn restore(&mut self, meta: &EntryMeta) -> Result<u64> {
-        for file in &meta.files {
-            self.store
-                .verify_blob(&mut self.hasher, &file.hash, file.size)
-                .with_context(|| format!("checking {}", file.name))?;
-        }
+        lookup::verify_blobs(&self.store, &mut self.hasher, meta)?;
         let mut bytes = 0;
         for file in &meta.files {
             match file.kind {

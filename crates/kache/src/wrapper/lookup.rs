@@ -1,7 +1,7 @@
 //! Finding a stored entry whose recorded inputs prove a hit: shared by the
 //! rustc and the C-family flows.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use kache_core::key;
 use kache_core::meta::EntryMeta;
 use tracing::trace;
@@ -53,3 +53,35 @@ pub fn find_entry(
 /// hit (a header that would shadow one the compile found further down the
 /// include path).
 pub const ABSENT: &str = "absent";
+
+/// Verifies every blob of `meta` before anything is restored: a blob that
+/// was written through a link or damaged is a miss, never a wrong hit.
+pub fn verify_blobs(store: &Store, hasher: &mut HashCache, meta: &EntryMeta) -> Result<()> {
+    for file in &meta.files {
+        store
+            .verify_blob(hasher, &file.hash, file.size)
+            .with_context(|| format!("checking {}", file.name))?;
+    }
+    Ok(())
+}
+
+/// After a restore: records the hit with the file hashes it learned, and
+/// says where the entry came from (`local`, `remote`, `prefetch`).
+pub fn record_hit(
+    store: &mut Store,
+    hasher: &mut HashCache,
+    remote: bool,
+    cache_key: &str,
+) -> String {
+    let hashes = hasher.take_pending();
+    let _ = store
+        .index
+        .record_hit(cache_key, crate::store::now(), &hashes);
+    super::outcome::hit_source(store, remote, cache_key)
+}
+
+/// After a failed restore: drops the entry, so the compile that follows
+/// stores a good one.
+pub fn forget(store: &mut Store, cache_key: &str) {
+    let _ = store.remove_entries(&[cache_key.to_string()]);
+}

@@ -35,7 +35,7 @@ use crate::store::{self, HashCache, Store};
 use compile::{Compiled, Compiler};
 use context::Roots;
 use lookup::find_entry;
-use outcome::{Unit, display_name, hit_source, record_passthrough_of, report};
+use outcome::{Unit, display_name, record_passthrough_of, report};
 
 /// Whether `argv[1]` names a compiler, which puts kache in wrapper mode.
 pub fn is_compiler(arg: &OsStr) -> bool {
@@ -367,12 +367,12 @@ impl<'a> Session<'a> {
     fn try_restore(&mut self, meta: &EntryMeta) -> bool {
         match self.restore(meta) {
             Ok(bytes) => {
-                let hashes = self.hasher.take_pending();
-                let _ = self
-                    .store
-                    .index
-                    .record_hit(&meta.cache_key, store::now(), &hashes);
-                self.hit_source = hit_source(&self.store, self.link.is_some(), &meta.cache_key);
+                self.hit_source = lookup::record_hit(
+                    &mut self.store,
+                    &mut self.hasher,
+                    self.link.is_some(),
+                    &meta.cache_key,
+                );
                 self.finish(
                     Outcome::Hit,
                     Some(&meta.cache_key),
@@ -384,20 +384,14 @@ impl<'a> Session<'a> {
             }
             Err(err) => {
                 warn!(crate_name = %meta.crate_name, "restore failed, compiling: {err:#}");
-                let _ = self
-                    .store
-                    .remove_entries(std::slice::from_ref(&meta.cache_key));
+                lookup::forget(&mut self.store, &meta.cache_key);
                 false
             }
         }
     }
 
     fn restore(&mut self, meta: &EntryMeta) -> Result<u64> {
-        for file in &meta.files {
-            self.store
-                .verify_blob(&mut self.hasher, &file.hash, file.size)
-                .with_context(|| format!("checking {}", file.name))?;
-        }
+        lookup::verify_blobs(&self.store, &mut self.hasher, meta)?;
         std::fs::create_dir_all(&self.out_dir)?;
         let mut bytes = 0;
         for file in &meta.files {
