@@ -71,6 +71,8 @@ impl Garage {
             .stderr(log)
             .spawn()
             .expect("start garage");
+        // Killed even if a set-up step below panics.
+        let mut child = KillOnDrop(Some(child));
         let cli = |args: &[&str]| -> Option<String> {
             let out = Command::new(&bin)
                 .arg("-c")
@@ -126,7 +128,7 @@ impl Garage {
             "kache-test",
         ]);
         Self {
-            child,
+            child: child.0.take().expect("the server"),
             _dir: dir,
             endpoint: format!("http://127.0.0.1:{s3}"),
             bucket: "kache".to_string(),
@@ -143,6 +145,17 @@ impl Garage {
             ("KACHE_S3_ACCESS_KEY".into(), self.key_id.clone()),
             ("KACHE_S3_SECRET_KEY".into(), self.secret.clone()),
         ]
+    }
+}
+
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
