@@ -56,33 +56,16 @@ impl Workspace {
         })
     }
 
-    /// The `Cargo.lock` package an entry's crate belongs to: its library
-    /// (`serde_json` → `serde-json`) or a C unit (`zstd-sys:zstd.c`). Build
-    /// scripts (`build_script_build`) belong to no single package.
+    /// The `Cargo.lock` package an entry's crate belongs to (see
+    /// [`crate::lockfile::package_of`]).
     pub fn package_of(&self, crate_name: &str) -> Option<&str> {
-        if let Some((package, _)) = crate_name.split_once(':') {
-            return self.packages.get(package).map(String::as_str);
-        }
-        self.packages
-            .iter()
-            .find(|p| p.replace('-', "_") == crate_name)
-            .map(String::as_str)
+        crate::lockfile::package_of(&self.packages, crate_name)
     }
 
-    /// Whether entries of `crate_name` belong to this `Cargo.lock`: a
-    /// package's library (`serde_json` for `serde-json`), its C units
-    /// (`zstd-sys:zstd.c`), and build scripts (every package's build script
-    /// is `build_script_build`, so all of them are taken).
+    /// Whether entries of `crate_name` belong to this `Cargo.lock` (see
+    /// [`crate::lockfile::needs`]).
     pub fn wants(&self, crate_name: &str) -> bool {
-        if crate_name == "build_script_build" {
-            return true;
-        }
-        if let Some((package, _)) = crate_name.split_once(':') {
-            return self.packages.contains(package);
-        }
-        self.packages
-            .iter()
-            .any(|p| p.replace('-', "_") == crate_name)
+        crate::lockfile::needs(&self.packages, crate_name)
     }
 
     /// The cache keys the event log shows were built into this workspace's

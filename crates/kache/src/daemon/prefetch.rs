@@ -190,13 +190,7 @@ pub async fn build_start(state: Arc<State>, start: BuildStart) -> (usize, String
             return (0, format!("nothing: {err:#}"));
         }
     };
-    let wanted = |crate_name: &str| {
-        crate_name == "build_script_build"
-            || crate_name
-                .split_once(':')
-                .is_some_and(|(p, _)| packages.contains(p))
-            || packages.iter().any(|p| p.replace('-', "_") == crate_name)
-    };
+    let wanted = |crate_name: &str| crate::lockfile::needs(&packages, crate_name);
     let listed = match start.remote.list_entries(wanted).await {
         Ok(listed) => listed,
         Err(err) => {
