@@ -92,6 +92,34 @@ fn open_store(config: &Config) -> Result<Store> {
         .with_context(|| format!("opening the cache in {}", config.cache_dir.display()))
 }
 
+/// The remote the remote commands use: an error naming what to set when
+/// none is configured, or when `KACHE_LOCAL_ONLY` turns it off.
+fn remote_of(config: &Config) -> Result<&crate::config::RemoteConfig> {
+    let Some(remote) = &config.remote else {
+        anyhow::bail!(
+            "no remote is configured: set KACHE_S3_BUCKET (and KACHE_S3_ENDPOINT), or [cache.remote] in {}",
+            config
+                .source
+                .as_deref()
+                .map_or_else(|| "a config file".to_string(), |p| p.display().to_string())
+        );
+    };
+    if config.local_only {
+        anyhow::bail!("KACHE_LOCAL_ONLY is set: every remote path is off");
+    }
+    Ok(remote)
+}
+
+/// The runtime transfers run on (two workers: this machine's kind of CI
+/// runner has two cores, and transfers wait on the network, not the CPU).
+fn transfer_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the transfer runtime")
+}
+
 /// Parses `7d`, `12h`, `30m` and other humantime durations.
 fn parse_age(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)

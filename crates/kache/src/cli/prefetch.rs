@@ -29,14 +29,7 @@ pub struct Args {
 }
 
 pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
-    let Some(remote) = &config.remote else {
-        bail!(
-            "no remote is configured: set KACHE_S3_BUCKET (and KACHE_S3_ENDPOINT), or [cache.remote]"
-        );
-    };
-    if config.local_only {
-        bail!("KACHE_LOCAL_ONLY is set: every remote path is off");
-    }
+    let remote = super::remote_of(config)?;
     let workspace = Workspace::load(args.manifest_path.as_deref())?;
     client::start_and_wait(&config.cache_dir, Duration::from_secs(10))?;
     let request = Request::BuildStart {

@@ -42,14 +42,7 @@ pub struct Args {
 }
 
 pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
-    let Some(remote_config) = &config.remote else {
-        bail!(
-            "no remote is configured: set KACHE_S3_BUCKET (and KACHE_S3_ENDPOINT), or [cache.remote]"
-        );
-    };
-    if config.local_only {
-        bail!("KACHE_LOCAL_ONLY is set: every remote path is off");
-    }
+    let remote_config = super::remote_of(config)?;
     let workspace = Workspace::load(args.manifest_path.as_deref())?;
     let manifest_key = match args.manifest_key {
         Some(key) => key,
@@ -72,10 +65,7 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     });
     let remote = Remote::open(remote_config, config.compression_level, &config.cache_dir)?;
     let layout = Layout::new(&remote_config.prefix);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = super::transfer_runtime()?;
 
     let mut pushed = 0;
     if !args.dry_run {

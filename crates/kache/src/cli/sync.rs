@@ -51,18 +51,7 @@ struct Tally {
 }
 
 pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
-    let Some(remote_config) = &config.remote else {
-        bail!(
-            "no remote is configured: set KACHE_S3_BUCKET (and KACHE_S3_ENDPOINT), or [cache.remote] in {}",
-            config
-                .source
-                .as_deref()
-                .map_or_else(|| "a config file".to_string(), |p| p.display().to_string())
-        );
-    };
-    if config.local_only {
-        bail!("KACHE_LOCAL_ONLY is set: every remote path is off");
-    }
+    let remote_config = super::remote_of(config)?;
     let (pull, push) = match (args.pull, args.push) {
         (false, false) => (true, true),
         other => other,
@@ -75,11 +64,7 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     let remote = Remote::open(remote_config, config.compression_level, &config.cache_dir)
         .with_context(|| format!("opening {}", remote_config.describe()))?;
     let store = super::open_store(config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the transfer runtime")?;
+    let runtime = super::transfer_runtime()?;
     let started = Instant::now();
     let mut failed = false;
 
