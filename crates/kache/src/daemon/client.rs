@@ -154,7 +154,9 @@ impl Link {
     /// Once per cargo process: replaces a daemon older than this binary,
     /// starts one if none answers, and asks it to prefetch what the
     /// workspace's `Cargo.lock` names.
-    pub fn build_start(&self, lockfile: Option<&Path>) {
+    /// `lockfile` is only asked for when the build is announced, so the
+    /// other compiles of a build pay one `stat` here.
+    pub fn build_start(&self, lockfile: impl FnOnce() -> Option<PathBuf>) {
         // SAFETY: getppid() has no preconditions.
         let cargo_pid = unsafe { libc::getppid() } as u32;
         let markers = self.cache_dir.join("builds");
@@ -189,7 +191,10 @@ impl Link {
         // `KACHE_PREFETCH=0`: remote hits on demand only (benchmarks compare).
         let prefetch = std::env::var("KACHE_PREFETCH")
             .map_or(true, |v| v != "0" && !v.eq_ignore_ascii_case("false"));
-        if let (true, true, Some(lockfile)) = (first, prefetch, lockfile) {
+        if first
+            && prefetch
+            && let Some(lockfile) = lockfile()
+        {
             let _ = request(
                 &self.cache_dir,
                 &Request::BuildStart {

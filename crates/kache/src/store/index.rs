@@ -314,19 +314,14 @@ impl Index {
     /// The origin of an entry on its first hit, forgotten afterwards: later
     /// hits of it are local.
     pub fn take_origin(&self, cache_key: &str) -> Result<Option<String>> {
-        let source: Option<String> = self
+        Ok(self
             .conn
             .query_row(
-                "SELECT source FROM origins WHERE cache_key = ?1",
+                "DELETE FROM origins WHERE cache_key = ?1 RETURNING source",
                 [cache_key],
                 |r| r.get(0),
             )
-            .optional()?;
-        if source.is_some() {
-            self.conn
-                .execute("DELETE FROM origins WHERE cache_key = ?1", [cache_key])?;
-        }
-        Ok(source)
+            .optional()?)
     }
 
     /// Removes entries; returns how many existed.

@@ -229,7 +229,7 @@ impl<'a> Session<'a> {
             }
         };
         if let Some(link) = &self.link {
-            link.build_start(lockfile(&self.roots).as_deref());
+            link.build_start(|| lockfile(&self.roots));
         }
         if let Some(meta) = hit
             && self.try_restore(&meta)
@@ -293,9 +293,9 @@ impl<'a> Session<'a> {
         }
         if inv.is_linked() {
             let linker = inv.linker().unwrap_or("cc");
-            let linker_path = self.roots.resolve(linker);
+            // A bare name is looked up on PATH; a path is relative to the cwd.
             let linker_path = if linker.contains('/') {
-                linker_path
+                self.roots.resolve(linker)
             } else {
                 PathBuf::from(linker)
             };
