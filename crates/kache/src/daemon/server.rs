@@ -121,25 +121,20 @@ impl State {
         self.uploaded.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn queued(&self) -> u64 {
-        Store::open(&self.cache_dir)
+    /// Queued uploads: `(all remotes, remotes this daemon can serve)`.
+    fn queued(&self) -> (u64, u64) {
+        let known: Vec<String> = self.known_remotes().into_iter().map(|(id, _)| id).collect();
+        let rows = Store::open(&self.cache_dir)
             .and_then(|s| s.index.queued_uploads())
-            .map(|rows| rows.iter().map(|(_, n)| n).sum())
-            .unwrap_or(0)
+            .unwrap_or_default();
+        rows.iter().fold((0, 0), |(all, servable), (id, n)| {
+            (all + n, servable + if known.contains(id) { *n } else { 0 })
+        })
     }
 
     /// Uploads queued for remotes this daemon can serve.
     fn queued_servable(&self) -> u64 {
-        let known: Vec<String> = self.known_remotes().into_iter().map(|(id, _)| id).collect();
-        Store::open(&self.cache_dir)
-            .and_then(|s| s.index.queued_uploads())
-            .map(|rows| {
-                rows.iter()
-                    .filter(|(id, _)| known.contains(id))
-                    .map(|(_, n)| n)
-                    .sum()
-            })
-            .unwrap_or(0)
+        self.queued().1
     }
 
     fn status(&self) -> Status {
@@ -149,7 +144,7 @@ impl State {
             pid: std::process::id(),
             socket: client::socket_path(&self.cache_dir).display().to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
-            queued: self.queued(),
+            queued: self.queued().0,
             remotes: self
                 .remotes
                 .lock()

@@ -24,19 +24,13 @@ const MAX_BACKOFF_SECS: u64 = 300;
 pub async fn drain_due(state: &Arc<State>) -> Result<usize> {
     let mut done = 0;
     for (id, remote) in state.known_remotes() {
-        let cache_dir = state.cache_dir.clone();
-        let (due, id_clone) = (
-            tokio::task::spawn_blocking({
-                let id = id.clone();
-                move || -> Result<Vec<String>> {
-                    Store::open(&cache_dir)?
-                        .index
-                        .due_uploads(&id, store::now(), 256)
-                }
-            })
-            .await??,
-            id.clone(),
-        );
+        let (cache_dir, queue_id) = (state.cache_dir.clone(), id.clone());
+        let due = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+            Store::open(&cache_dir)?
+                .index
+                .due_uploads(&queue_id, store::now(), 256)
+        })
+        .await??;
         if due.is_empty() {
             continue;
         }
@@ -51,7 +45,7 @@ pub async fn drain_due(state: &Arc<State>) -> Result<usize> {
         .buffer_unordered(concurrency);
         while let Some((key, result)) = results.next().await {
             let cache_dir = state.cache_dir.clone();
-            let id = id_clone.clone();
+            let id = id.clone();
             match result {
                 Ok(pushed) => {
                     if matches!(pushed, Pushed::Uploaded { .. }) {
