@@ -52,8 +52,7 @@ fn hit_sources(run: &Run, crate_name: &str) -> Vec<String> {
 #[test]
 fn a_fresh_cache_builds_from_a_warm_bucket_through_remote_and_prefetch_hits() {
     let garage = Garage::start();
-    let mut a = World::new();
-    a.env = garage.env();
+    let a = World::with_env(garage.env());
     let project = a.project("p");
     // The first build starts the daemon on demand; misses are uploaded.
     a.cargo(&project, &["build"]).ok();
@@ -61,8 +60,7 @@ fn a_fresh_cache_builds_from_a_warm_bucket_through_remote_and_prefetch_hits() {
     assert_eq!(bucket_entries(&garage.env()), LIBS.len());
 
     a.cargo(&project, &["clean"]).ok();
-    let mut b = World::new();
-    b.env = garage.env();
+    let b = World::with_env(garage.env());
     ok(b.kache(&["daemon", "start"]));
     let run = b.cargo(&project, &["build"]).ok();
     for lib in LIBS {
@@ -88,8 +86,7 @@ fn a_fresh_cache_builds_from_a_warm_bucket_through_remote_and_prefetch_hits() {
 fn builds_with_different_remotes_on_one_cache_each_use_their_own() {
     let garage = Garage::start();
     let shared = tempfile::tempdir().unwrap();
-    let mut world = World::new();
-    world.env = garage.env();
+    let world = World::with_env(garage.env());
     let project = world.project("p");
     world.cargo(&project, &["build"]).ok();
 
@@ -136,8 +133,7 @@ fn builds_with_different_remotes_on_one_cache_each_use_their_own() {
 #[test]
 fn a_daemon_killed_mid_upload_resumes_and_the_bucket_never_shows_a_half_entry() {
     let garage = Garage::start();
-    let mut world = World::new();
-    world.env = garage.env();
+    let world = World::with_env(garage.env());
     let project = world.project("p");
     // The daemon the build starts dies (SIGKILL) right after its first pack
     // upload, before that entry's manifest.
@@ -164,8 +160,7 @@ fn a_daemon_killed_mid_upload_resumes_and_the_bucket_never_shows_a_half_entry() 
     stop(&world);
     assert_eq!(bucket_entries(&garage.env()), LIBS.len());
     // And every listed entry imports whole.
-    let mut fresh = World::new();
-    fresh.env = garage.env();
+    let fresh = World::with_env(garage.env());
     let out = ok(fresh.kache_in(&project, &["sync", "--pull"], &[]));
     assert!(
         out.contains(&format!("pulled {} entries", LIBS.len())),
@@ -176,8 +171,7 @@ fn a_daemon_killed_mid_upload_resumes_and_the_bucket_never_shows_a_half_entry() 
 #[test]
 fn a_daemon_from_an_older_binary_is_replaced() {
     let garage = Garage::start();
-    let mut world = World::new();
-    world.env = garage.env();
+    let world = World::with_env(garage.env());
     let old = world.root.path().join("old/kache");
     std::fs::create_dir_all(old.parent().unwrap()).unwrap();
     std::fs::copy(common::KACHE, &old).unwrap();
@@ -363,11 +357,9 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
 #[test]
 fn a_read_only_remote_is_used_but_never_written() {
     let garage = Garage::start();
-    let mut world = World::new();
-    world.env = garage.env();
-    world
-        .env
-        .push(("KACHE_REMOTE_READ_ONLY".into(), "1".into()));
+    let mut env = garage.env();
+    env.push(("KACHE_REMOTE_READ_ONLY".into(), "1".into()));
+    let world = World::with_env(env);
     let project = world.project("p");
     world.cargo(&project, &["build"]).ok();
     stop(&world);

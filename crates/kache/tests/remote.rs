@@ -30,8 +30,7 @@ fn assert_ok(out: &Output) -> String {
 #[test]
 fn a_fresh_cache_pulls_what_another_pushed_and_every_library_unit_hits() {
     let garage = Garage::start();
-    let mut a = World::new();
-    a.env = garage.env();
+    let a = World::with_env(garage.env());
     let project = a.project("p");
     a.cargo_with(&project, &["build"], LOCAL).ok();
     let pushed = assert_ok(&a.kache_in(&project, &["sync", "--push"], &[]));
@@ -48,8 +47,7 @@ fn a_fresh_cache_pulls_what_another_pushed_and_every_library_unit_hits() {
     );
 
     a.cargo(&project, &["clean"]).ok();
-    let mut b = World::new();
-    b.env = garage.env();
+    let b = World::with_env(garage.env());
     let pulled = assert_ok(&b.kache_in(&project, &["sync", "--pull"], &[]));
     assert!(
         pulled.contains(&format!("pulled {} entries", LIBS.len())),
@@ -65,8 +63,7 @@ fn a_fresh_cache_pulls_what_another_pushed_and_every_library_unit_hits() {
 #[test]
 fn dry_runs_move_nothing() {
     let garage = Garage::start();
-    let mut a = World::new();
-    a.env = garage.env();
+    let a = World::with_env(garage.env());
     let project = a.project("p");
     a.cargo_with(&project, &["build"], LOCAL).ok();
     let out = assert_ok(&a.kache_in(&project, &["sync", "--push", "--dry-run"], &[]));
@@ -74,8 +71,7 @@ fn dry_runs_move_nothing() {
         out.contains(&format!("would push up to {} entries", LIBS.len())),
         "{out}"
     );
-    let mut b = World::new();
-    b.env = garage.env();
+    let b = World::with_env(garage.env());
     let out = assert_ok(&b.kache_in(&project, &["sync", "--pull", "--all", "--dry-run"], &[]));
     assert!(
         out.contains("would pull 0 entries"),
@@ -99,8 +95,7 @@ fn dry_runs_move_nothing() {
 #[test]
 fn a_wrong_secret_is_one_clear_line_and_a_failure() {
     let garage = Garage::start();
-    let mut world = World::new();
-    world.env = garage.env();
+    let world = World::with_env(garage.env());
     let project = world.project("p");
     world.cargo_with(&project, &["build"], LOCAL).ok();
     let out = world.kache_in(

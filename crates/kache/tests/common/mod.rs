@@ -53,6 +53,11 @@ impl World {
         }
     }
 
+    /// A world whose commands all get `env` (a remote's settings, say).
+    pub fn with_env(env: Vec<(String, String)>) -> Self {
+        Self { env, ..Self::new() }
+    }
+
     /// Copies the fixture to `<root>/<name>` and returns its path.
     pub fn project(&self, name: &str) -> PathBuf {
         let dest = self.root.path().join(name);
