@@ -163,12 +163,7 @@ impl State {
 pub fn run(cache_dir: PathBuf, seed: Option<RemoteSettings>) -> Result<()> {
     std::fs::create_dir_all(&cache_dir)?;
     let lock_path = cache_dir.join("daemon.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let lock = crate::store::open_lock_file(&lock_path)?;
     if lock.try_lock().is_err() {
         println!("a kache daemon already runs for {}", cache_dir.display());
         return Ok(());

@@ -144,12 +144,7 @@ impl Index {
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(30))?;
         let lock_path = path.with_extension("db.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
+        let lock = super::open_lock_file(&lock_path)?;
         lock.lock_shared()
             .with_context(|| format!("locking {}", lock_path.display()))?;
         if schema_version(&conn, path)? != SCHEMA_VERSION {

@@ -153,6 +153,17 @@ impl Store {
     }
 }
 
+/// Opens (creating) a lock file, without truncating it: index creation, the
+/// per-key compile locks and the daemon's single-instance lock all `flock` one.
+pub fn open_lock_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
 /// A cache key is 64 lowercase hex digits; anything else is never a path part.
 pub fn is_hex_key(text: &str) -> bool {
     text.len() == 64

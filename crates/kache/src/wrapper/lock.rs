@@ -1,7 +1,7 @@
 //! Per-key locks: a second compile of the same pre-key waits for the first
 //! and then restores its result instead of compiling again.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -17,12 +17,7 @@ impl KeyLock {
         let dir = cache_dir.join("locks");
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{}.lock", &pre_key[..pre_key.len().min(32)]));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+        let file = crate::store::open_lock_file(&path)?;
         file.lock()
             .with_context(|| format!("locking {}", path.display()))?;
         Ok(Self { _file: file })
