@@ -309,14 +309,21 @@ impl Index {
     /// The origin of an entry on its first hit, forgotten afterwards: later
     /// hits of it are local.
     pub fn take_origin(&self, cache_key: &str) -> Result<Option<String>> {
-        Ok(self
+        // Read first: almost every hit has no origin, and a read takes no
+        // write lock, so concurrent hits do not queue behind each other.
+        let source: Option<String> = self
             .conn
             .query_row(
-                "DELETE FROM origins WHERE cache_key = ?1 RETURNING source",
+                "SELECT source FROM origins WHERE cache_key = ?1",
                 [cache_key],
                 |r| r.get(0),
             )
-            .optional()?)
+            .optional()?;
+        if source.is_some() {
+            self.conn
+                .execute("DELETE FROM origins WHERE cache_key = ?1", [cache_key])?;
+        }
+        Ok(source)
     }
 
     /// Removes entries; returns how many existed.
