@@ -10,7 +10,9 @@
 #   none      remote hits on demand only (KACHE_PREFETCH=0)
 #   fallback  + prefetch by Cargo.lock at build start
 #   planner   + the planner's plan at build start (fallback if it cannot help)
-# For each it prints: share of cacheable units served without compiling,
+# For each it prints: share of cacheable units served without compiling (and
+# of the units whose key the bucket holds: a bumped dependency changes the keys
+# of everything that depends on it, which no cache can serve),
 # bytes downloaded but never used, seconds compiles waited on the bucket, and
 # wall time over plain cold.
 # Usage: bash bench/cold-runner.sh   (work files in bench/work-cold, git-ignored)
@@ -92,12 +94,16 @@ run_b() {
     wall=$(elapsed "$t0")
     sleep 1 # let in-flight prefetches land, so waste is counted whole
     "$kache" daemon stop --drain 0 >/dev/null
-    python3 - "$cache" "$variant" "$mode" "$wall" "$plain" <<'PY'
+    python3 - "$cache" "$variant" "$mode" "$wall" "$plain" "$work/cache-a" <<'PY'
 import json, sqlite3, sys
 cache, variant, mode, wall, plain = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+in_bucket = {k for (k,) in sqlite3.connect(f"{sys.argv[6]}/index.db").execute("SELECT cache_key FROM entries")}
 events = [json.loads(l) for l in open(f"{cache}/events.jsonl")]
 cacheable = [e for e in events if e["outcome"] in ("hit", "miss", "dup")]
 served = sum(1 for e in cacheable if e["outcome"] == "hit")
+# Units whose very key runner A pushed: the most any prefetch can serve.
+servable = [e for e in cacheable if e.get("cache_key") in in_bucket]
+served_of_servable = sum(1 for e in servable if e["outcome"] == "hit")
 used = sum(e.get("bytes", 0) for e in cacheable
            if e["outcome"] == "hit" and e.get("source") in ("remote", "prefetch"))
 waited = sum(e["elapsed_ms"] for e in cacheable if e.get("source") == "remote") / 1000
@@ -107,7 +113,8 @@ wasted = db.execute("SELECT COALESCE(SUM(size), 0) FROM entries WHERE cache_key 
 downloaded = used + wasted
 share = 100 * served / max(1, len(cacheable))
 waste = 100 * wasted / max(1, downloaded)
-print(f"{variant:<8} {mode:<9} served {served:>3}/{len(cacheable):<3} ({share:5.1f}%)  "
+print(f"{variant:<8} {mode:<9} served {served:>3}/{len(cacheable):<3} ({share:5.1f}%, "
+      f"{served_of_servable}/{len(servable)} in the bucket)  "
       f"downloaded {downloaded / 2**20:7.1f} MiB, unused {wasted / 2**20:6.1f} MiB ({waste:4.1f}%)  "
       f"waited {waited:5.2f}s  wall {wall:6.2f}s = {wall / plain:.2f} x plain cold")
 PY

@@ -8,6 +8,14 @@
 //! for crates still unresolved, then *any known key* for the crate. A crate
 //! resolved by a stronger source is not offered again by a weaker one.
 //! Candidates follow the intent's crate order and no key appears twice.
+//!
+//! A shard that no longer matches means one of its packages changed. Every
+//! package of it that the namespace built before is *changed*, and so is
+//! every crate that depends on one (through the intent's optional
+//! `crate_deps` graph): their old artifacts were built against the old
+//! version and cannot hit, so neither the exact source nor a weaker one
+//! offers them. Only keys never built in this namespace remain (another
+//! branch may have built the new combination).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -27,6 +35,11 @@ pub struct BuildIntent {
     /// `[name, version]` pairs from `Cargo.lock`.
     #[serde(default)]
     pub cargo_lock_deps: Vec<(String, String)>,
+    /// Crate → the crates it uses directly (normalised names), from the
+    /// resolved graph. An addition to the contract: with it, a changed
+    /// dependency also rules out its dependents' old artifacts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub crate_deps: BTreeMap<String, Vec<String>>,
 }
 
 /// What the client should do with a plan.
@@ -93,6 +106,10 @@ pub trait PlanSource {
     fn history(&self, crate_name: &str) -> Result<Vec<Known>, Self::Error>;
     /// Any key known for a crate.
     fn known_keys(&self, crate_name: &str) -> Result<Vec<Known>, Self::Error>;
+    /// Every key `namespace`'s shards recorded for a crate, whatever the
+    /// shard: what this namespace built the crate as before.
+    fn namespace_keys(&self, namespace: &str, crate_name: &str)
+    -> Result<Vec<String>, Self::Error>;
 }
 
 /// Why a plan could not execute.
@@ -167,6 +184,8 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
     // (crate position, source strength, rank within crate) → candidate
     let mut chosen: Vec<(usize, u8, usize, PlanCandidate)> = Vec::new();
     let mut resolved: HashSet<String> = HashSet::new();
+    // Changed crates and their dependents → their keys that cannot hit.
+    let mut stale: HashMap<String, HashSet<String>> = HashMap::new();
 
     if let Some(namespace) = intent.namespace.as_deref() {
         let mut exact = Vec::new();
@@ -180,8 +199,29 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
                 .or_default()
                 .push(dep.clone());
         }
+        let mut changed = Vec::new();
         for packages in buckets.values() {
-            exact.extend(source.shard(namespace, &shard_hash(packages))?);
+            let found = source.shard(namespace, &shard_hash(packages))?;
+            if found.is_empty() {
+                changed.extend(packages.iter().map(|(name, _)| normalize_crate(name)));
+            }
+            exact.extend(found);
+        }
+        changed.sort();
+        changed.dedup();
+        let mut built_before = Vec::new();
+        for name in changed {
+            let keys = source.namespace_keys(namespace, &name)?;
+            if !keys.is_empty() {
+                stale.insert(name.clone(), keys.into_iter().collect());
+                built_before.push(name);
+            }
+        }
+        for name in dependents(&intent.crate_deps, built_before) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = stale.entry(name) {
+                let keys = source.namespace_keys(namespace, slot.key())?;
+                slot.insert(keys.into_iter().collect());
+            }
         }
         let mut by_crate: BTreeMap<String, Vec<Known>> = BTreeMap::new();
         for known in exact {
@@ -191,6 +231,9 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
                 .push(known);
         }
         for (name, mut known) in by_crate {
+            if stale.contains_key(&name) {
+                continue;
+            }
             rank(&mut known);
             let at = *position.entry(name.clone()).or_insert(usize::MAX);
             for (i, k) in known.into_iter().enumerate() {
@@ -206,6 +249,9 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
                 continue;
             }
             let mut known = lookup(source, name)?;
+            if let Some(stale) = stale.get(name) {
+                known.retain(|k| !stale.contains(&k.cache_key));
+            }
             if known.is_empty() {
                 continue;
             }
@@ -229,6 +275,30 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
     } else {
         Planned::Execute(candidates)
     })
+}
+
+/// Every crate that depends, directly or not, on one of `changed`.
+fn dependents(graph: &BTreeMap<String, Vec<String>>, changed: Vec<String>) -> HashSet<String> {
+    let mut users: HashMap<String, Vec<&str>> = HashMap::new();
+    for (name, deps) in graph {
+        for dep in deps {
+            users
+                .entry(normalize_crate(dep))
+                .or_default()
+                .push(name.as_str());
+        }
+    }
+    let mut found = HashSet::new();
+    let mut queue = changed;
+    while let Some(name) = queue.pop() {
+        for user in users.get(&name).into_iter().flatten() {
+            let user = normalize_crate(user);
+            if found.insert(user.clone()) {
+                queue.push(user);
+            }
+        }
+    }
+    found
 }
 
 fn candidate(known: Known) -> PlanCandidate {
@@ -287,6 +357,16 @@ mod tests {
         fn known_keys(&self, name: &str) -> Result<Vec<Known>, Self::Error> {
             Ok(self.keys.get(name).cloned().unwrap_or_default())
         }
+        fn namespace_keys(&self, ns: &str, name: &str) -> Result<Vec<String>, Self::Error> {
+            Ok(self
+                .shards
+                .iter()
+                .filter(|((n, _), _)| n == ns)
+                .flat_map(|(_, known)| known)
+                .filter(|k| k.crate_name == name)
+                .map(|k| k.cache_key.clone())
+                .collect())
+        }
     }
 
     fn known(key: &str, name: &str, seen: u64, last: u64) -> Known {
@@ -313,6 +393,7 @@ mod tests {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
+            crate_deps: BTreeMap::new(),
         }
     }
 
@@ -408,6 +489,65 @@ mod tests {
         assert_eq!(
             plan(&intent(&["serde"], Some("other"), &deps), &s).unwrap(),
             Planned::Fallback(Fallback::NoCandidates)
+        );
+    }
+
+    #[test]
+    fn a_changed_dependency_rules_out_its_own_and_its_dependents_old_artifacts() {
+        let before = [
+            ("itoa", "1.0.15"),
+            ("serde_json", "1.0.1"),
+            ("anyhow", "1.0.0"),
+        ];
+        let names = ["itoa", "serde_json", "anyhow"];
+        let buckets: HashSet<u64> = names.iter().map(|n| shard_bucket(n)).collect();
+        assert_eq!(buckets.len(), 3, "the test needs three shards");
+        let mut s = Fake::default();
+        for (name, version) in before {
+            let packages = vec![(name.to_string(), version.to_string())];
+            s.shards.insert(
+                ("ci".into(), shard_hash(&packages)),
+                vec![known(&format!("{name}-old"), name, 1, 1)],
+            );
+        }
+        // Another branch built the new itoa: a key this namespace never had.
+        s.history.insert(
+            "itoa".into(),
+            vec![
+                known("itoa-old", "itoa", 9, 9),
+                known("itoa-new", "itoa", 1, 1),
+            ],
+        );
+        s.history.insert(
+            "serde_json".into(),
+            vec![known("serde_json-old", "serde_json", 9, 9)],
+        );
+        let mut bumped = intent(
+            &names,
+            Some("ci"),
+            &[
+                ("itoa", "1.0.14"),
+                ("serde_json", "1.0.1"),
+                ("anyhow", "1.0.0"),
+            ],
+        );
+        bumped
+            .crate_deps
+            .insert("serde_json".into(), vec!["itoa".into()]);
+        assert_eq!(keys(plan(&bumped, &s).unwrap()), ["itoa-new", "anyhow-old"]);
+        // Without the graph only the changed package itself is ruled out.
+        bumped.crate_deps.clear();
+        assert_eq!(
+            keys(plan(&bumped, &s).unwrap()),
+            ["itoa-new", "serde_json-old", "anyhow-old"]
+        );
+        // Nothing changed: every exact key, no guesses.
+        let mut same = intent(&names, Some("ci"), &before);
+        same.crate_deps
+            .insert("serde_json".into(), vec!["itoa".into()]);
+        assert_eq!(
+            keys(plan(&same, &s).unwrap()),
+            ["itoa-old", "serde_json-old", "anyhow-old"]
         );
     }
 

@@ -101,6 +101,10 @@ impl PlanSource for FailingSource<'_> {
     fn known_keys(&self, _: &str) -> Result<Vec<Known>, SourceError> {
         Err(SourceError("injected planning fault".into()))
     }
+
+    fn namespace_keys(&self, _: &str, _: &str) -> Result<Vec<String>, SourceError> {
+        Err(SourceError("injected planning fault".into()))
+    }
 }
 
 /// The in-memory state.
@@ -113,6 +117,8 @@ pub struct State {
     artifacts: HashMap<String, Artifact>,
     /// Normalised crate name → its artifacts' keys: the "any known key" source.
     by_crate: HashMap<String, Vec<String>>,
+    /// Namespace → normalised crate → the keys its shards recorded.
+    shard_keys: HashMap<String, HashMap<String, Vec<String>>>,
 }
 
 impl State {
@@ -120,6 +126,17 @@ impl State {
     pub fn put_sighting(&mut self, sighting: Sighting) {
         let id = sighting.id();
         if !self.sightings.contains_key(&id) {
+            if sighting.kind == SightingKind::Shard {
+                let keys = self
+                    .shard_keys
+                    .entry(sighting.namespace.clone())
+                    .or_default()
+                    .entry(normalize_crate(&sighting.crate_name))
+                    .or_default();
+                if !keys.contains(&sighting.cache_key) {
+                    keys.push(sighting.cache_key.clone());
+                }
+            }
             self.by_scope
                 .entry(sighting.kind)
                 .or_default()
@@ -214,5 +231,18 @@ impl PlanSource for State {
                 last_seen_ms: a.last_seen,
             })
             .collect())
+    }
+
+    fn namespace_keys(
+        &self,
+        namespace: &str,
+        crate_name: &str,
+    ) -> Result<Vec<String>, SourceError> {
+        Ok(self
+            .shard_keys
+            .get(namespace)
+            .and_then(|crates| crates.get(&normalize_crate(crate_name)))
+            .cloned()
+            .unwrap_or_default())
     }
 }

@@ -230,7 +230,7 @@ impl Remote {
             .ok_or_else(|| anyhow!("{pack_key} is missing although its manifest exists"))?;
         let cache_dir = self.cache_dir.clone();
         let (crate_name, cache_key) = (crate_name.to_string(), cache_key.to_string());
-        let original_bytes = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let original_bytes = tokio::task::spawn_blocking(move || -> Result<Option<u64>> {
             let files = dir.path().join("files");
             std::fs::create_dir(&files)?;
             let pack = std::fs::File::open(&pack_path)?;
@@ -242,16 +242,24 @@ impl Remote {
             )
             .with_context(|| format!("refusing {pack_key}"))?;
             let mut store = Store::open(&cache_dir)?;
+            // Another process (a `kache sync`, a second daemon's pull) may
+            // have imported it meanwhile: its origin is not ours to set.
+            if store.index.meta(&meta.cache_key)?.is_some() {
+                return Ok(None);
+            }
             if let Some(origin) = origin {
                 store.index.set_origin(&meta.cache_key, origin)?;
             }
             store.import_entry(&meta, &files)?;
-            Ok(meta.size())
+            Ok(Some(meta.size()))
         })
         .await??;
-        Ok(Pulled::Imported {
-            pack_bytes,
-            original_bytes,
+        Ok(match original_bytes {
+            Some(original_bytes) => Pulled::Imported {
+                pack_bytes,
+                original_bytes,
+            },
+            None => Pulled::Present,
         })
     }
 }

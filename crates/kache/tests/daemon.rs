@@ -352,6 +352,33 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
         "{out}"
     );
     ok(c.kache(&["daemon", "stop"]));
+
+    // Runner D, a branch that bumped fx-gen: fx-gen's old artifacts and
+    // those of its dependents (fx-core, then fx-app) were built against the
+    // old version and cannot hit: the plan offers only fx-macros.
+    let manifest = project.join("gen/Cargo.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("0.1.0", "0.1.1")).unwrap();
+    a.cargo(&project, &["generate-lockfile"]).ok();
+    let mut d = World::new();
+    d.env = vec![
+        d.fs_remote(shared.path()),
+        ("KACHE_PLANNER_ENDPOINT".into(), service.url.clone()),
+    ];
+    let out = ok(d.kache_in(&project, &["prefetch", "--wait", "--namespace", "ci"], &[]));
+    assert!(out.contains("prefetched 1 entries"), "{out}");
+    assert!(out.contains("from planner"), "{out}");
+    ok(d.kache(&["daemon", "stop"]));
+    d.cargo(&project, &["clean"]).ok();
+    let run = d
+        .cargo_with(&project, &["build"], &[("KACHE_PREFETCH", "0")])
+        .ok();
+    assert_eq!(hit_sources(&run, "fx_macros"), ["prefetch"]);
+    assert!(
+        hit_sources(&run, "fx_gen").is_empty(),
+        "{:?}",
+        run.outcomes()
+    );
 }
 
 #[test]

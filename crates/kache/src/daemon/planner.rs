@@ -123,29 +123,36 @@ fn validated(candidates: Vec<PlanCandidate>) -> Result<Vec<PlanCandidate>> {
 }
 
 /// The intent for the workspace of `lockfile`: crate names dependencies
-/// first (from `cargo metadata`; the `Cargo.lock` order when it fails), the
-/// namespace and every `Cargo.lock` package.
+/// first and the graph between them (from `cargo metadata`; the
+/// `Cargo.lock` order and no graph when it fails), the namespace and every
+/// `Cargo.lock` package.
 pub fn intent(lockfile: &Path, namespace: Option<String>) -> Result<BuildIntent> {
     let cargo_lock_deps = crate::lockfile::packages(lockfile)?;
-    let crate_names = match build_order(lockfile) {
-        Ok(names) => names,
+    let (crate_names, crate_deps) = match build_graph(lockfile) {
+        Ok(graph) => graph,
         Err(err) => {
             tracing::debug!("no dependency order ({err:#}); using Cargo.lock order");
-            cargo_lock_deps
+            let names = cargo_lock_deps
                 .iter()
                 .map(|(name, _)| name.replace('-', "_"))
-                .collect()
+                .collect();
+            (names, BTreeMap::new())
         }
     };
     Ok(BuildIntent {
         crate_names,
         namespace,
         cargo_lock_deps,
+        crate_deps,
     })
 }
 
-/// Library crate names in dependency order, from the resolved graph.
-fn build_order(lockfile: &Path) -> Result<Vec<String>> {
+/// Crate → the library crates it uses directly.
+type Graph = BTreeMap<String, Vec<String>>;
+
+/// Library crate names in dependency order, and each one's direct library
+/// dependencies, from the resolved graph.
+fn build_graph(lockfile: &Path) -> Result<(Vec<String>, Graph)> {
     let manifest = lockfile.with_file_name("Cargo.toml");
     let output =
         std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -204,6 +211,14 @@ fn build_order(lockfile: &Path) -> Result<Vec<String>> {
         }
         deps.insert(id, list);
     }
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, list) in &deps {
+        let Some(name) = names.get(id) else { continue };
+        let used: Vec<String> = list.iter().filter_map(|d| names.get(d).cloned()).collect();
+        if !used.is_empty() {
+            graph.insert(name.clone(), used);
+        }
+    }
     let mut remaining: BTreeMap<&str, usize> = deps.iter().map(|(id, d)| (*id, d.len())).collect();
     let mut ready: VecDeque<&str> = remaining
         .iter()
@@ -224,7 +239,7 @@ fn build_order(lockfile: &Path) -> Result<Vec<String>> {
             }
         }
     }
-    Ok(order)
+    Ok((order, graph))
 }
 
 #[cfg(test)]

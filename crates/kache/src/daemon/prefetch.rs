@@ -111,7 +111,7 @@ async fn fetch_once(
     }
     let mut imported = 0;
     for key in keys.into_iter().take(MAX_PER_PREKEY) {
-        match remote.pull(crate_name, &key, Some("remote")).await {
+        match pull_once(state, remote, crate_name, &key, "remote").await {
             Ok(Pulled::Imported { .. }) => {
                 imported += 1;
                 state.count_remote_hit();
@@ -125,6 +125,37 @@ async fn fetch_once(
     }
     debug!(crate_name, imported, "fetched");
     imported
+}
+
+/// Pulls one entry, recording `origin`. Pulls of one key never overlap: a
+/// second one (a compile's fetch while the prefetch has the same entry in
+/// flight) waits for the first and then finds the entry present, so an
+/// entry is downloaded once and its origin is set once, before its first hit.
+async fn pull_once(
+    state: &State,
+    remote: &Remote,
+    crate_name: &str,
+    key: &str,
+    origin: &'static str,
+) -> Result<Pulled> {
+    let lock = state
+        .pulling
+        .lock()
+        .expect("pulling lock")
+        .entry(key.to_string())
+        .or_default()
+        .clone();
+    let pulled = {
+        let _turn = lock.lock().await;
+        remote.pull(crate_name, key, Some(origin)).await
+    };
+    let mut pulling = state.pulling.lock().expect("pulling lock");
+    // Clones are taken under the map's lock: two left (the map's and
+    // ours) means nobody else waits for this key.
+    if Arc::strong_count(&lock) == 2 {
+        pulling.remove(key);
+    }
+    pulled
 }
 
 /// What one build start asks for.
@@ -230,7 +261,7 @@ async fn import_in_order(
     let mut results = futures::stream::iter(missing.into_iter().map(|(crate_name, key)| {
         let remote = remote.clone();
         async move {
-            let pulled = remote.pull(&crate_name, &key, Some("prefetch")).await;
+            let pulled = pull_once(state, &remote, &crate_name, &key, "prefetch").await;
             (key.clone(), pulled)
         }
     }))

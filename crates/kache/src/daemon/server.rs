@@ -39,6 +39,8 @@ pub struct State {
     remotes: Mutex<HashMap<String, (RemoteSettings, Remote)>>,
     pub inflight: Mutex<HashMap<(String, String, String), InFlight>>,
     pub negative: Mutex<HashMap<(String, String, String), Instant>>,
+    /// Cache key → the lock its pull holds, so pulls of one key never overlap.
+    pub pulling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Remote id → (consecutive failures, opened at).
     breaker: Mutex<HashMap<String, (u32, Option<Instant>)>>,
     pub builds: Mutex<HashMap<u32, Instant>>,
@@ -195,6 +197,7 @@ async fn serve(cache_dir: PathBuf, seed: Option<RemoteSettings>, idle_secs: u64)
         remotes: Mutex::new(HashMap::new()),
         inflight: Mutex::new(HashMap::new()),
         negative: Mutex::new(HashMap::new()),
+        pulling: Mutex::new(HashMap::new()),
         breaker: Mutex::new(HashMap::new()),
         builds: Mutex::new(HashMap::new()),
         uploads_ready: Notify::new(),
