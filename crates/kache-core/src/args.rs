@@ -80,8 +80,15 @@ pub enum OutputKind {
     Immutable,
     /// Dep-info: holds absolute paths, rewritten for the current checkout.
     DepInfo,
-    /// Executables, dylibs, proc-macros: copied (or reflinked), never linked.
+    /// Executables a user runs or ships (binaries, test harnesses, dylibs,
+    /// cdylibs): copied (or reflinked), never linked.
     Executable,
+    /// Executables only cargo and rustc use (build-script executables,
+    /// proc-macro libraries): may be hardlinked like `Immutable` outputs.
+    /// Every linker in use (GNU ld, gold, lld, mold) and cargo replace them
+    /// by unlink or rename, never by writing in place, and a blob is
+    /// verified before each restore, so a write that did reach one is a miss.
+    LinkedExecutable,
     /// Files other tools may rewrite in place (C objects: the assembler
     /// truncates and rewrites its output): copied (or reflinked), never
     /// linked, and not executable.
@@ -498,18 +505,26 @@ impl Invocation {
             push(format!("lib{stem}.rmeta"), OutputKind::Immutable);
         }
         if self.emit.contains(&Emit::Link) {
+            let build_script = self.crate_name.starts_with("build_script_");
             if self.is_test {
                 push(stem.clone(), OutputKind::Executable);
             }
             for kind in &self.crate_types {
                 match kind {
+                    CrateType::Bin if build_script && !self.is_test => {
+                        push(stem.clone(), OutputKind::LinkedExecutable)
+                    }
                     CrateType::Bin if !self.is_test => push(stem.clone(), OutputKind::Executable),
                     CrateType::Bin => {}
                     CrateType::Lib | CrateType::Rlib => {
                         push(format!("lib{stem}.rlib"), OutputKind::Immutable)
                     }
                     CrateType::Staticlib => push(format!("lib{stem}.a"), OutputKind::Immutable),
-                    CrateType::Dylib | CrateType::Cdylib | CrateType::ProcMacro => {
+                    CrateType::ProcMacro => push(
+                        format!("lib{stem}.{dylib_ext}"),
+                        OutputKind::LinkedExecutable,
+                    ),
+                    CrateType::Dylib | CrateType::Cdylib => {
                         push(format!("lib{stem}.{dylib_ext}"), OutputKind::Executable)
                     }
                 }
@@ -602,11 +617,20 @@ mod tests {
             OutputKind::Immutable,
             OutputKind::DepInfo,
             OutputKind::Executable,
+            OutputKind::LinkedExecutable,
         ]
         .iter()
         .map(|k| serde_json::to_string(k).unwrap())
         .collect();
-        assert_eq!(spelled, ["\"immutable\"", "\"dep-info\"", "\"executable\""]);
+        assert_eq!(
+            spelled,
+            [
+                "\"immutable\"",
+                "\"dep-info\"",
+                "\"executable\"",
+                "\"linked-executable\""
+            ]
+        );
     }
 
     #[test]
@@ -624,6 +648,7 @@ mod tests {
             panic!()
         };
         assert!(!inv.is_user_executable());
+        assert_eq!(inv.outputs().unwrap()[1].kind, OutputKind::LinkedExecutable);
         let test = "--crate-name foo src/lib.rs --test --emit=dep-info,link --out-dir /o";
         let Parsed::Cacheable(inv) = parse(&argv(test)) else {
             panic!()

@@ -55,10 +55,21 @@ pub struct FileRecord {
     pub size: u64,
     /// blake3 hex of the stored bytes (the blob's name).
     pub hash: String,
-    /// The executable bit: set exactly for `OutputKind::Executable`.
+    /// The executable bit: set exactly for `OutputKind::Executable` and
+    /// `OutputKind::LinkedExecutable`.
     pub executable: bool,
     /// How the file may be restored.
     pub kind: OutputKind,
+}
+
+impl FileRecord {
+    /// May the file share an inode with its blob (see `OutputKind`)?
+    pub fn linkable(&self) -> bool {
+        matches!(
+            self.kind,
+            OutputKind::Immutable | OutputKind::LinkedExecutable
+        )
+    }
 }
 
 impl EntryMeta {

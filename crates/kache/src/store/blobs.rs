@@ -158,8 +158,9 @@ impl Store {
     /// Whether the blob may be shared by hardlink: it was stored by linking and
     /// so carries the owner-write bit rustc checks for. A read-only blob linked
     /// into `target/` would make the next rustc run refuse to overwrite it.
-    pub(super) fn blob_linkable(&self, hash: &str) -> bool {
-        fs::metadata(self.blob_path(hash)).is_ok_and(|m| m.mode() & 0o200 != 0)
+    pub(super) fn blob_linkable(&self, hash: &str, executable: bool) -> bool {
+        let wanted = if executable { 0o300 } else { 0o200 };
+        fs::metadata(self.blob_path(hash)).is_ok_and(|m| m.mode() & wanted == wanted)
     }
 
     /// Proves, before a restore, that blob `hash` holds exactly its bytes.

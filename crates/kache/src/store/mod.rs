@@ -104,8 +104,7 @@ impl Store {
     pub fn import_entry(&mut self, meta: &EntryMeta, dir: &Path) -> Result<()> {
         for file in &meta.files {
             let path = dir.join(&file.name);
-            let link = file.kind == kache_core::args::OutputKind::Immutable;
-            let stored = self.put_file(&path, link)?;
+            let stored = self.put_file(&path, file.linkable())?;
             if stored.hash != file.hash {
                 anyhow::bail!("{} changed while it was imported", file.name);
             }

@@ -43,7 +43,10 @@ impl Store {
             fs::set_permissions(dest, fs::Permissions::from_mode(mode))?;
             return Ok(RestoreMethod::Reflink);
         }
-        if hardlink_ok && self.blob_linkable(hash) && fs::hard_link(&blob, dest).is_ok() {
+        // A link shares the blob's mode: an executable links only to a blob
+        // that has the executable bit.
+        if hardlink_ok && self.blob_linkable(hash, executable) && fs::hard_link(&blob, dest).is_ok()
+        {
             return Ok(RestoreMethod::Hardlink);
         }
         fs::copy(&blob, dest)

@@ -405,7 +405,7 @@ impl<'a> Session<'a> {
                 self.store
                     .restore_bytes(self.roots.normalizer.denormalize(&text).as_bytes(), &dest)?
             } else {
-                let hardlink_ok = file.kind == OutputKind::Immutable;
+                let hardlink_ok = file.linkable();
                 let method =
                     self.store
                         .restore_file(&file.hash, &dest, hardlink_ok, file.executable)?;
@@ -550,7 +550,9 @@ impl<'a> Session<'a> {
         for output in &self.outputs {
             let path = out_dir.join(&output.name);
             let stored = match output.kind {
-                OutputKind::Immutable => self.store.put_file(&path, true)?,
+                OutputKind::Immutable | OutputKind::LinkedExecutable => {
+                    self.store.put_file(&path, true)?
+                }
                 OutputKind::Executable | OutputKind::Copied => self.store.put_file(&path, false)?,
                 OutputKind::DepInfo => self
                     .store
@@ -564,7 +566,10 @@ impl<'a> Session<'a> {
                 name: output.name.clone(),
                 size: stored.size,
                 hash: stored.hash,
-                executable: output.kind == OutputKind::Executable,
+                executable: matches!(
+                    output.kind,
+                    OutputKind::Executable | OutputKind::LinkedExecutable
+                ),
                 kind: output.kind,
             });
         }
