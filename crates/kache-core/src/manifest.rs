@@ -24,6 +24,85 @@ pub struct EntryManifest {
     pub file_count: u64,
 }
 
+/// What a build's artifacts can only serve builds of: the same target,
+/// toolchain and profile. Optional in every document (older writers and
+/// the original kache omit it); `None` means "unknown".
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Identity {
+    /// Target triple the build compiled for.
+    pub target: String,
+    /// blake3 hex of the `rustc -vV` banner.
+    pub toolchain: String,
+    /// Cargo profile (`dev`, `release`, a custom one).
+    pub profile: String,
+}
+
+impl Identity {
+    /// blake3 hex of a `rustc -vV` banner.
+    pub fn toolchain_of(rustc_vv: &str) -> String {
+        blake3::hash(rustc_vv.as_bytes()).to_hex().to_string()
+    }
+
+    /// The `host:` triple of a `rustc -vV` banner.
+    pub fn host_of(rustc_vv: &str) -> Option<&str> {
+        rustc_vv
+            .lines()
+            .find_map(|l| l.strip_prefix("host: "))
+            .map(str::trim)
+    }
+
+    /// The cargo profile a summary of codegen flags stands for: an
+    /// optimised build is `release`, an unoptimised one `dev`.
+    pub fn profile_of_opt(optimised: bool) -> &'static str {
+        if optimised { "release" } else { "dev" }
+    }
+
+    /// The identity of `cargo <args…>`: its `--target` (else the host), the
+    /// toolchain, and its profile as `dev` or `release` (`--release`, `-r`,
+    /// `--profile`, `cargo install`, `cargo bench`). `None` for a custom
+    /// profile, which may be either: unknown never filters anything out.
+    pub fn of_cargo(args: &[String], rustc_vv: &str) -> Option<Self> {
+        let mut target = None;
+        let mut profile = None;
+        let mut subcommand = None;
+        let mut iter = args.iter().peekable();
+        while let Some(arg) = iter.next() {
+            match arg.as_str() {
+                "--release" | "-r" => profile = Some("release".to_string()),
+                "--debug" => profile = Some("dev".to_string()),
+                "--target" => target = iter.next().cloned(),
+                "--profile" => profile = iter.next().cloned(),
+                _ => {
+                    if let Some(t) = arg.strip_prefix("--target=") {
+                        target = Some(t.to_string());
+                    } else if let Some(p) = arg.strip_prefix("--profile=") {
+                        profile = Some(p.to_string());
+                    } else if subcommand.is_none()
+                        && !arg.starts_with(['-', '+'])
+                        && !arg.contains('/')
+                    {
+                        subcommand = Some(arg.clone());
+                    }
+                }
+            }
+        }
+        let profile = match profile.as_deref() {
+            Some("dev" | "test") => "dev",
+            Some("release" | "bench") => "release",
+            Some(_) => return None,
+            None => match subcommand.as_deref() {
+                Some("install" | "bench") => "release",
+                _ => "dev",
+            },
+        };
+        Some(Self {
+            target: target.or_else(|| Self::host_of(rustc_vv).map(String::from))?,
+            toolchain: Self::toolchain_of(rustc_vv),
+            profile: profile.to_string(),
+        })
+    }
+}
+
 /// `{prefix}/_manifests/{manifest_key}.json`, written by `kache save-manifest`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BuildManifest {
@@ -32,6 +111,9 @@ pub struct BuildManifest {
     pub created: String,
     pub manifest_key: String,
     pub entries: Vec<ManifestEntry>,
+    /// An addition to the original's format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
 }
 
 /// One entry of a [`BuildManifest`].
@@ -50,6 +132,9 @@ pub struct ManifestEntry {
 pub struct Shard {
     pub version: u32,
     pub entries: Vec<ShardEntry>,
+    /// An addition to the original's format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
 }
 
 /// One entry of a [`Shard`].
@@ -97,6 +182,36 @@ mod tests {
             blake3::hash(b"anyhow@1.0.0|serde@1.0.210")
                 .to_hex()
                 .to_string()
+        );
+    }
+
+    #[test]
+    fn a_cargo_command_line_names_its_identity() {
+        let vv = "rustc 1.95.0 (59807616e 2026-04-14)\nhost: x86_64-unknown-linux-gnu\n";
+        let of = |args: &str| {
+            let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+            Identity::of_cargo(&args[1..], vv).map(|i| (i.target, i.profile))
+        };
+        let host = "x86_64-unknown-linux-gnu".to_string();
+        assert_eq!(of("cargo build"), Some((host.clone(), "dev".into())));
+        assert_eq!(
+            of("cargo +stable build -r"),
+            Some((host.clone(), "release".into()))
+        );
+        assert_eq!(
+            of("cargo build --profile=bench --target aarch64-unknown-linux-gnu"),
+            Some(("aarch64-unknown-linux-gnu".into(), "release".into()))
+        );
+        assert_eq!(
+            of("cargo install ripgrep"),
+            Some((host.clone(), "release".into()))
+        );
+        assert_eq!(of("cargo test --profile test"), Some((host, "dev".into())));
+        assert_eq!(of("cargo build --profile ci-fast"), None);
+        let identity = Identity::of_cargo(&[], vv).unwrap();
+        assert_eq!(
+            identity.toolchain,
+            blake3::hash(vv.as_bytes()).to_hex().to_string()
         );
     }
 

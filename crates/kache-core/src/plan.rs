@@ -16,12 +16,20 @@
 //! version and cannot hit, so neither the exact source nor a weaker one
 //! offers them. Only keys never built in this namespace remain (another
 //! branch may have built the new combination).
+//!
+//! An artifact recorded under another build identity (target, toolchain,
+//! profile) than the intent's is never offered; one of unknown identity
+//! ranks below matching ones. Keys that plans kept offering and builds never
+//! used are not guessed again. Within a budget, the candidates that save the
+//! most compile time per byte are kept, still in the build's order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{shard_bucket, shard_hash};
+use std::sync::Arc;
+
+use crate::manifest::{Identity, shard_bucket, shard_hash};
 
 /// `POST /v{1,2}/prefetch-plan` body. Every field is optional; unknown fields
 /// are ignored so newer clients keep working.
@@ -40,6 +48,21 @@ pub struct BuildIntent {
     /// dependency also rules out its dependents' old artifacts.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub crate_deps: BTreeMap<String, Vec<String>>,
+    /// The build's identity; artifacts of another are never offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+/// Limits a client states for one plan; either may be absent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_candidates: Option<usize>,
+    /// Bytes of the candidates' files (unpacked), as far as they are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 /// What the client should do with a plan.
@@ -75,6 +98,40 @@ pub struct PrefetchPlan {
 pub struct PlanCandidate {
     pub cache_key: String,
     pub crate_name: String,
+    /// What compiling it cost, when known (0: unknown). Additive fields.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub compile_time_ms: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Which source offered a candidate (the `source` label of the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SourceKind {
+    Exact,
+    History,
+    Known,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::History => "history",
+            Self::Known => "known",
+        }
+    }
+}
+
+/// A candidate and the source that offered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chosen {
+    pub candidate: PlanCandidate,
+    pub source: SourceKind,
 }
 
 /// What the planner knows about one artifact in one context.
@@ -85,6 +142,10 @@ pub struct Known {
     pub seen_count: u64,
     /// Milliseconds since the Unix epoch.
     pub last_seen_ms: u64,
+    pub compile_time_ms: u64,
+    pub size_bytes: u64,
+    /// The identity it was built for, when a document said.
+    pub identity: Option<Arc<Identity>>,
 }
 
 /// The state a plan is computed from. Implemented by the service's state and,
@@ -110,6 +171,11 @@ pub trait PlanSource {
     /// shard: what this namespace built the crate as before.
     fn namespace_keys(&self, namespace: &str, crate_name: &str)
     -> Result<Vec<String>, Self::Error>;
+    /// True for a key plans offered again and again and builds never used:
+    /// it is not guessed any more (an exact match still offers it).
+    fn never_used(&self, _cache_key: &str) -> bool {
+        false
+    }
 }
 
 /// Why a plan could not execute.
@@ -133,7 +199,7 @@ impl Fallback {
 /// The result of planning, before the service adds `plan_id` and `planner`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Planned {
-    Execute(Vec<PlanCandidate>),
+    Execute(Vec<Chosen>),
     Fallback(Fallback),
 }
 
@@ -145,11 +211,21 @@ pub fn normalize_crate(name: &str) -> String {
     name.replace('-', "_")
 }
 
-/// Most recently seen first, then most often seen, then by key for stability.
+/// Drops what was built for another identity than `wanted`.
+fn keep_identity(known: &mut Vec<Known>, wanted: Option<&Identity>) {
+    if let Some(wanted) = wanted {
+        known.retain(|k| k.identity.as_deref().is_none_or(|i| i == wanted));
+    }
+}
+
+/// A known identity first (only matching ones are left), then most recently
+/// seen, then most often seen, then by key for stability.
 fn rank(known: &mut [Known]) {
     known.sort_by(|a, b| {
-        b.last_seen_ms
-            .cmp(&a.last_seen_ms)
+        b.identity
+            .is_some()
+            .cmp(&a.identity.is_some())
+            .then(b.last_seen_ms.cmp(&a.last_seen_ms))
             .then(b.seen_count.cmp(&a.seen_count))
             .then(a.cache_key.cmp(&b.cache_key))
     });
@@ -181,8 +257,9 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
         }
     }
 
+    let identity = intent.identity.as_ref();
     // (crate position, source strength, rank within crate) → candidate
-    let mut chosen: Vec<(usize, u8, usize, PlanCandidate)> = Vec::new();
+    let mut chosen: Vec<(usize, u8, usize, Known)> = Vec::new();
     let mut resolved: HashSet<String> = HashSet::new();
     // Changed crates and their dependents → their keys that cannot hit.
     let mut stale: HashMap<String, HashSet<String>> = HashMap::new();
@@ -234,10 +311,14 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
             if stale.contains_key(&name) {
                 continue;
             }
+            keep_identity(&mut known, identity);
+            if known.is_empty() {
+                continue;
+            }
             rank(&mut known);
             let at = *position.entry(name.clone()).or_insert(usize::MAX);
             for (i, k) in known.into_iter().enumerate() {
-                chosen.push((at, 0, i, candidate(k)));
+                chosen.push((at, 0, i, k));
             }
             resolved.insert(name);
         }
@@ -252,12 +333,14 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
             if let Some(stale) = stale.get(name) {
                 known.retain(|k| !stale.contains(&k.cache_key));
             }
+            known.retain(|k| !source.never_used(&k.cache_key));
+            keep_identity(&mut known, identity);
             if known.is_empty() {
                 continue;
             }
             rank(&mut known);
             for (i, k) in known.into_iter().take(WEAKER_SOURCE_LIMIT).enumerate() {
-                chosen.push((position[name], strength, i, candidate(k)));
+                chosen.push((position[name], strength, i, k));
             }
             resolved.insert(name.clone());
         }
@@ -265,11 +348,21 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
 
     chosen.sort_by_key(|c| (c.0, c.1, c.2));
     let mut seen = HashSet::new();
-    let candidates: Vec<PlanCandidate> = chosen
+    let mut candidates: Vec<Chosen> = chosen
         .into_iter()
-        .map(|c| c.3)
-        .filter(|c| seen.insert(c.cache_key.clone()))
+        .filter(|c| seen.insert(c.3.cache_key.clone()))
+        .map(|(_, strength, _, known)| Chosen {
+            source: match strength {
+                0 => SourceKind::Exact,
+                1 => SourceKind::History,
+                _ => SourceKind::Known,
+            },
+            candidate: candidate(known),
+        })
         .collect();
+    if let Some(budget) = intent.budget {
+        within_budget(&mut candidates, budget);
+    }
     Ok(if candidates.is_empty() {
         Planned::Fallback(Fallback::NoCandidates)
     } else {
@@ -301,10 +394,45 @@ fn dependents(graph: &BTreeMap<String, Vec<String>>, changed: Vec<String>) -> Ha
     found
 }
 
+/// Keeps the candidates that save the most compile time per byte until
+/// either limit is reached, in their original (build) order. A candidate
+/// of unknown size or time is worth the least: known values come first.
+fn within_budget(candidates: &mut Vec<Chosen>, budget: Budget) {
+    let max_count = budget.max_candidates.unwrap_or(usize::MAX);
+    let max_bytes = budget.max_bytes.unwrap_or(u64::MAX);
+    let density = |c: &PlanCandidate| c.compile_time_ms as f64 / c.size_bytes.max(1) as f64;
+    let mut by_value: Vec<usize> = (0..candidates.len()).collect();
+    by_value.sort_by(|&a, &b| {
+        let (a, b) = (&candidates[a].candidate, &candidates[b].candidate);
+        density(b).total_cmp(&density(a))
+    });
+    let mut keep = vec![false; candidates.len()];
+    let (mut count, mut bytes) = (0usize, 0u64);
+    for i in by_value {
+        if count == max_count {
+            break;
+        }
+        let size = candidates[i].candidate.size_bytes;
+        if bytes.saturating_add(size) > max_bytes {
+            continue;
+        }
+        keep[i] = true;
+        count += 1;
+        bytes += size;
+    }
+    let mut index = 0;
+    candidates.retain(|_| {
+        index += 1;
+        keep[index - 1]
+    });
+}
+
 fn candidate(known: Known) -> PlanCandidate {
     PlanCandidate {
         cache_key: known.cache_key,
         crate_name: known.crate_name,
+        compile_time_ms: known.compile_time_ms,
+        size_bytes: known.size_bytes,
     }
 }
 
@@ -375,12 +503,15 @@ mod tests {
             crate_name: name.into(),
             seen_count: seen,
             last_seen_ms: last,
+            compile_time_ms: 0,
+            size_bytes: 0,
+            identity: None,
         }
     }
 
     fn keys(planned: Planned) -> Vec<String> {
         match planned {
-            Planned::Execute(c) => c.into_iter().map(|c| c.cache_key).collect(),
+            Planned::Execute(c) => c.into_iter().map(|c| c.candidate.cache_key).collect(),
             Planned::Fallback(f) => panic!("fell back: {f:?}"),
         }
     }
@@ -394,6 +525,8 @@ mod tests {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
             crate_deps: BTreeMap::new(),
+            identity: None,
+            budget: None,
         }
     }
 
@@ -549,6 +682,71 @@ mod tests {
             keys(plan(&same, &s).unwrap()),
             ["itoa-old", "serde_json-old", "anyhow-old"]
         );
+    }
+
+    fn id(target: &str, profile: &str) -> Option<Arc<Identity>> {
+        Some(Arc::new(Identity {
+            target: target.into(),
+            toolchain: "t".into(),
+            profile: profile.into(),
+        }))
+    }
+
+    #[test]
+    fn another_identity_is_never_offered_and_an_unknown_one_ranks_last() {
+        let linux = "x86_64-unknown-linux-gnu";
+        let mut s = Fake::default();
+        let mut release = known("serde-release", "serde", 9, 9);
+        release.identity = id(linux, "release");
+        let mut musl = known("serde-musl", "serde", 9, 9);
+        musl.identity = id("x86_64-unknown-linux-musl", "dev");
+        let mut dev = known("serde-dev", "serde", 1, 1);
+        dev.identity = id(linux, "dev");
+        let unknown = known("serde-unknown", "serde", 9, 9);
+        s.history
+            .insert("serde".into(), vec![release, musl, unknown, dev]);
+        let mut wanted = intent(&["serde"], None, &[]);
+        wanted.identity = id(linux, "dev").map(|i| (*i).clone());
+        assert_eq!(
+            keys(plan(&wanted, &s).unwrap()),
+            ["serde-dev", "serde-unknown"]
+        );
+        // An intent without identity is the old behaviour: everything ranks.
+        wanted.identity = None;
+        assert_eq!(keys(plan(&wanted, &s).unwrap()).len(), 3);
+    }
+
+    #[test]
+    fn a_budget_keeps_the_most_time_saved_per_byte_in_build_order() {
+        let mut s = Fake::default();
+        // (crate, compile ms, bytes): b is dense, c is huge, a in between.
+        for (name, ms, bytes) in [("a", 1000, 1000), ("b", 4000, 100), ("c", 5000, 100_000)] {
+            let mut k = known(&format!("{name}-1"), name, 1, 1);
+            k.compile_time_ms = ms;
+            k.size_bytes = bytes;
+            s.history.insert(name.into(), vec![k]);
+        }
+        let mut wanted = intent(&["a", "b", "c"], None, &[]);
+        wanted.budget = Some(Budget {
+            max_candidates: Some(2),
+            max_bytes: None,
+        });
+        assert_eq!(keys(plan(&wanted, &s).unwrap()), ["a-1", "b-1"]);
+        wanted.budget = Some(Budget {
+            max_candidates: None,
+            max_bytes: Some(50_000),
+        });
+        assert_eq!(keys(plan(&wanted, &s).unwrap()), ["a-1", "b-1"]);
+        wanted.budget = Some(Budget {
+            max_candidates: Some(1),
+            max_bytes: Some(500),
+        });
+        assert_eq!(keys(plan(&wanted, &s).unwrap()), ["b-1"]);
+        let Planned::Execute(chosen) = plan(&wanted, &s).unwrap() else {
+            panic!()
+        };
+        assert_eq!(chosen[0].candidate.compile_time_ms, 4000);
+        assert_eq!(chosen[0].source, SourceKind::History);
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! that cannot execute is `use_fallback` with HTTP 200, never an error. Auth
 //! (when a token is set) is checked first, readiness second, the body last.
 
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -16,13 +18,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kache_core::manifest::{BuildManifest, Shard};
-use kache_core::plan::{BuildIntent, Disposition, Fallback, Planned, PrefetchPlan, plan};
+use kache_core::plan::{
+    BuildIntent, Chosen, Disposition, Fallback, Planned, PrefetchPlan, SourceKind, plan,
+};
 use serde_json::json;
 use tokio::sync::RwLock;
 use tracing::{info, warn};
 
 use crate::ingest::{self, Backend, Mode};
-use crate::metrics::Metrics;
+use crate::metrics::{FeedbackLabel, Metrics, OutcomeLabel};
 use crate::state::{FailingSource, SourceError};
 
 /// Request bodies larger than this get 413.
@@ -38,6 +42,44 @@ pub struct App {
     pub metrics: Metrics,
     /// `KACHE_PLANNER_FAULT=planning`: every plan hits a source error.
     fault_planning: bool,
+    plans: Mutex<PlanLog>,
+}
+
+/// Executed plans kept for feedback: the newest [`PLAN_LOG_CAPACITY`].
+pub const PLAN_LOG_CAPACITY: usize = 4096;
+
+/// What a plan offered, compactly: key hash → (source, bytes). A hash, not
+/// the key, so remembering a plan costs 24 bytes per candidate.
+type Offered = HashMap<u64, (SourceKind, u64)>;
+
+#[derive(Default)]
+struct PlanLog {
+    order: VecDeque<String>,
+    plans: HashMap<String, Offered>,
+    hasher: RandomState,
+}
+
+impl PlanLog {
+    fn key_hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn remember(&mut self, plan_id: &str, chosen: &[Chosen]) {
+        if self.order.len() == PLAN_LOG_CAPACITY
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.plans.remove(&oldest);
+        }
+        let offered = chosen
+            .iter()
+            .map(|c| {
+                let hash = self.key_hash(&c.candidate.cache_key);
+                (hash, (c.source, c.candidate.size_bytes))
+            })
+            .collect();
+        self.order.push_back(plan_id.to_string());
+        self.plans.insert(plan_id.to_string(), offered);
+    }
 }
 
 impl App {
@@ -49,6 +91,7 @@ impl App {
             backend: RwLock::new(None),
             metrics: Metrics::new(),
             fault_planning: std::env::var("KACHE_PLANNER_FAULT").is_ok_and(|v| v == "planning"),
+            plans: Mutex::new(PlanLog::default()),
         }
     }
 
@@ -98,6 +141,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2/prefetch-plan", post(prefetch_plan))
         .route("/v2/manifests", post(ingest_manifest))
         .route("/v2/shards/{namespace}/{shard_hash}", post(ingest_shard))
+        .route("/v2/plan-feedback", post(plan_feedback))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
@@ -197,12 +241,19 @@ async fn prefetch_plan(State(app): State<Arc<App>>, headers: HeaderMap, body: By
     if reason.is_none() {
         app.metrics.candidates.observe(candidates.len() as f64);
     }
+    let plan_id = uuid::Uuid::new_v4().to_string();
+    if !candidates.is_empty() {
+        app.plans
+            .lock()
+            .expect("plan log lock")
+            .remember(&plan_id, &candidates);
+    }
     app.metrics.latency.observe(started.elapsed().as_secs_f64());
     let response = PrefetchPlan {
-        plan_id: uuid::Uuid::new_v4().to_string(),
+        plan_id,
         planner: app.planner.clone(),
         disposition,
-        candidates,
+        candidates: candidates.into_iter().map(|c| c.candidate).collect(),
         reason: reason.map(|r| r.as_str().to_string()),
     };
     axum::Json(response).into_response()
@@ -285,4 +336,103 @@ async fn ingest_shard(
         Ok(observations) => apply(&app, "shard", observations).await,
         Err(err) => error(StatusCode::BAD_REQUEST, format!("{err:#}")),
     }
+}
+
+/// `POST /v2/plan-feedback`: what a build did with one plan's candidates.
+#[derive(Debug, serde::Deserialize)]
+struct Feedback {
+    plan_id: String,
+    #[serde(default)]
+    used: Vec<String>,
+    /// Downloaded and never used.
+    #[serde(default)]
+    unused: Vec<String>,
+    /// Arrived after the unit needed them.
+    #[serde(default)]
+    late: Vec<String>,
+}
+
+/// Counts a report by outcome and answers.
+fn feedback_reply(
+    app: &App,
+    outcome: &str,
+    status: StatusCode,
+    body: serde_json::Value,
+) -> Response {
+    app.metrics
+        .feedback_reports
+        .get_or_create(&OutcomeLabel {
+            outcome: outcome.to_string(),
+        })
+        .inc();
+    (status, axum::Json(body)).into_response()
+}
+
+/// One report per plan: a second one (or one for a plan this process did
+/// not make, or forgot) is 404. Every key must be a candidate of the plan.
+async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !app.authorized(&headers) {
+        let body = json!({"error": "missing or wrong bearer token"});
+        return feedback_reply(&app, "unauthorized", StatusCode::UNAUTHORIZED, body);
+    }
+    if !app.is_ready() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "not ready");
+    }
+    let feedback: Feedback = match parse(&body) {
+        Ok(feedback) => feedback,
+        Err(message) => {
+            return feedback_reply(
+                &app,
+                "bad_request",
+                StatusCode::BAD_REQUEST,
+                json!({"error": message}),
+            );
+        }
+    };
+    let mut results: Vec<(&str, SourceKind, u64)> = Vec::new();
+    {
+        let mut log = app.plans.lock().expect("plan log lock");
+        let Some(offered) = log.plans.get(&feedback.plan_id) else {
+            let body = json!({"error": format!("no plan {:?} to report on", feedback.plan_id)});
+            return feedback_reply(&app, "unknown_plan", StatusCode::NOT_FOUND, body);
+        };
+        for (result, keys) in [
+            ("used", &feedback.used),
+            ("unused", &feedback.unused),
+            ("late", &feedback.late),
+        ] {
+            for key in keys {
+                let Some(&(source, bytes)) = offered.get(&log.key_hash(key)) else {
+                    let body =
+                        json!({"error": format!("{key:?} was not a candidate of this plan")});
+                    return feedback_reply(&app, "bad_request", StatusCode::BAD_REQUEST, body);
+                };
+                results.push((result, source, bytes));
+            }
+        }
+        log.plans.remove(&feedback.plan_id);
+    }
+    for (result, source, bytes) in &results {
+        let label = FeedbackLabel {
+            source: source.as_str().to_string(),
+            result: result.to_string(),
+        };
+        app.metrics.feedback_candidates.get_or_create(&label).inc();
+        app.metrics
+            .feedback_bytes
+            .get_or_create(&label)
+            .inc_by(*bytes);
+    }
+    if let Some(backend) = app.backend.write().await.as_mut() {
+        backend
+            .state
+            .record_feedback(&feedback.used, &feedback.unused);
+    }
+    let body = json!({
+        "status": "ok",
+        "used": feedback.used.len(),
+        "unused": feedback.unused.len(),
+        "late": feedback.late.len(),
+    });
+    feedback_reply(&app, "ok", StatusCode::OK, body)
 }

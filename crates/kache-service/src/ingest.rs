@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use kache_core::manifest::{BuildManifest, MANIFEST_VERSION, Shard};
+use kache_core::manifest::{BuildManifest, Identity, MANIFEST_VERSION, Shard};
 use serde::Deserialize;
 
 use crate::db::Database;
@@ -32,6 +32,8 @@ pub struct Observation {
     pub crate_name: String,
     pub compile_time_ms: u64,
     pub size: u64,
+    /// The document's build identity, if it had one.
+    pub identity: Option<Identity>,
 }
 
 /// How an ingest counts what it has already seen.
@@ -121,6 +123,9 @@ impl Backend {
                         if obs.size > 0 {
                             next.size = obs.size;
                         }
+                        if obs.identity.is_some() {
+                            next.identity = obs.identity.clone();
+                        }
                         artifacts.insert(obs.cache_key.clone(), next);
                     }
                     (None, _) => {
@@ -134,6 +139,7 @@ impl Backend {
                                 size: obs.size,
                                 seen_count: 1,
                                 last_seen: now,
+                                identity: obs.identity.clone(),
                             },
                         );
                     }
@@ -209,6 +215,7 @@ impl Observation {
             crate_name: crate_name.to_string(),
             compile_time_ms: 0,
             size: 0,
+            identity: None,
         })
     }
 }
@@ -236,6 +243,7 @@ pub fn from_manifest(manifest: &BuildManifest) -> Result<Vec<Observation>> {
             )?;
             obs.compile_time_ms = entry.compile_time_ms;
             obs.size = entry.artifact_size;
+            obs.identity = manifest.identity.clone();
             Ok(obs)
         })
         .collect()
@@ -258,13 +266,15 @@ pub fn from_shard(namespace: &str, shard_hash: &str, shard: &Shard) -> Result<Ve
         .entries
         .iter()
         .map(|entry| {
-            Observation::new(
+            let mut obs = Observation::new(
                 SightingKind::Shard,
                 namespace,
                 &scope,
                 &entry.cache_key,
                 &entry.crate_name,
-            )
+            )?;
+            obs.identity = shard.identity.clone();
+            Ok(obs)
         })
         .collect()
 }

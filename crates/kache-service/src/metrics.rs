@@ -34,6 +34,18 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// Plan feedback: which source offered a candidate, and what became of it
+/// (`used`, `unused`, `late`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FeedbackLabel {
+    pub source: String,
+    pub result: String,
+}
+
+/// Feedback results, and the sources of `kache_core::plan::SourceKind`.
+pub const FEEDBACK_RESULTS: &[&str] = &["used", "unused", "late"];
+pub const SOURCES: &[&str] = &["exact", "history", "known"];
+
 /// Every metric the service exports.
 pub struct Metrics {
     registry: Registry,
@@ -48,6 +60,13 @@ pub struct Metrics {
     pub scan_skipped: Counter,
     /// Bucket scans that failed (the bucket was unreachable).
     pub scan_errors: Counter,
+    /// Reported candidates and their bytes, by source and result.
+    /// Precision is used / (used + unused); wasted bytes are the `unused`
+    /// bytes; the on-time share is 1 - late / used.
+    pub feedback_candidates: Family<FeedbackLabel, Counter>,
+    pub feedback_bytes: Family<FeedbackLabel, Counter>,
+    /// Feedback reports by outcome (`ok`, `unknown_plan`, `bad_request`).
+    pub feedback_reports: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -120,8 +139,45 @@ impl Metrics {
             "Bucket scans that failed",
             scan_errors.clone(),
         );
+        let feedback_candidates = Family::<FeedbackLabel, Counter>::default();
+        let feedback_bytes = Family::<FeedbackLabel, Counter>::default();
+        for source in SOURCES {
+            for result in FEEDBACK_RESULTS {
+                let label = FeedbackLabel {
+                    source: source.to_string(),
+                    result: result.to_string(),
+                };
+                let _ = feedback_candidates.get_or_create(&label);
+                let _ = feedback_bytes.get_or_create(&label);
+            }
+        }
+        registry.register(
+            "feedback_candidates",
+            "Plan candidates reported by clients, by planner source and result \
+             (used, unused: downloaded and never used, late: arrived after the unit needed it)",
+            feedback_candidates.clone(),
+        );
+        registry.register(
+            "feedback_bytes",
+            "Bytes of reported plan candidates, by planner source and result",
+            feedback_bytes.clone(),
+        );
+        let feedback_reports = Family::<OutcomeLabel, Counter>::default();
+        for outcome in ["ok", "unknown_plan", "bad_request", "unauthorized"] {
+            let _ = feedback_reports.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            });
+        }
+        registry.register(
+            "feedback_reports",
+            "Plan feedback reports by outcome",
+            feedback_reports.clone(),
+        );
         Self {
             registry,
+            feedback_candidates,
+            feedback_bytes,
+            feedback_reports,
             requests,
             latency,
             candidates,

@@ -5,7 +5,9 @@
 //! and every change goes to the database first (see `ingest.rs`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use kache_core::manifest::Identity;
 use kache_core::plan::{Known, PlanSource, normalize_crate};
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +50,20 @@ pub struct Artifact {
     pub size: u64,
     pub seen_count: u64,
     pub last_seen: u64,
+    /// The build identity a document recorded it under (absent: unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
 }
+
+/// What builds did with one key that plans offered (`POST /v2/plan-feedback`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KeyFeedback {
+    pub used: u32,
+    pub unused: u32,
+}
+
+/// A key offered this often and never used is not guessed any more.
+pub const NEVER_USED_AFTER: u32 = 3;
 
 impl Sighting {
     /// The record id: stable for the same kind, namespace, scope and key.
@@ -119,6 +134,11 @@ pub struct State {
     by_crate: HashMap<String, Vec<String>>,
     /// Namespace → normalised crate → the keys its shards recorded.
     shard_keys: HashMap<String, HashMap<String, Vec<String>>>,
+    /// Key → its artifact's identity, shared (one allocation per identity).
+    identities: HashMap<String, Arc<Identity>>,
+    interned: HashMap<Identity, Arc<Identity>>,
+    /// Key → plan feedback (memory only: a restart forgets it).
+    feedback: HashMap<String, KeyFeedback>,
 }
 
 impl State {
@@ -154,6 +174,14 @@ impl State {
     }
 
     pub fn put_artifact(&mut self, artifact: Artifact) {
+        if let Some(identity) = &artifact.identity {
+            let shared = self
+                .interned
+                .entry(identity.clone())
+                .or_insert_with(|| Arc::new(identity.clone()))
+                .clone();
+            self.identities.insert(artifact.cache_key.clone(), shared);
+        }
         if !self.artifacts.contains_key(&artifact.cache_key) {
             self.by_crate
                 .entry(normalize_crate(&artifact.crate_name))
@@ -176,6 +204,31 @@ impl State {
         self.by_crate.len()
     }
 
+    /// Records what a build did with keys a plan offered.
+    pub fn record_feedback(&mut self, used: &[String], unused: &[String]) {
+        for key in used {
+            self.feedback.entry(key.clone()).or_default().used += 1;
+        }
+        for key in unused {
+            self.feedback.entry(key.clone()).or_default().unused += 1;
+        }
+    }
+
+    /// A sighting (or an artifact) as the planner sees it: with its
+    /// artifact's cost and identity.
+    fn known(&self, cache_key: &str, crate_name: &str, seen: u64, last: u64) -> Known {
+        let artifact = self.artifacts.get(cache_key);
+        Known {
+            cache_key: cache_key.to_string(),
+            crate_name: crate_name.to_string(),
+            seen_count: seen,
+            last_seen_ms: last,
+            compile_time_ms: artifact.map_or(0, |a| a.compile_time_ms),
+            size_bytes: artifact.map_or(0, |a| a.size),
+            identity: self.identities.get(cache_key).cloned(),
+        }
+    }
+
     fn lookup(&self, kind: SightingKind, namespace: &str, scope: &str) -> Vec<Known> {
         self.by_scope
             .get(&kind)
@@ -184,12 +237,7 @@ impl State {
             .into_iter()
             .flatten()
             .filter_map(|id| self.sightings.get(id))
-            .map(|s| Known {
-                cache_key: s.cache_key.clone(),
-                crate_name: s.crate_name.clone(),
-                seen_count: s.seen_count,
-                last_seen_ms: s.last_seen,
-            })
+            .map(|s| self.known(&s.cache_key, &s.crate_name, s.seen_count, s.last_seen))
             .collect()
     }
 }
@@ -224,13 +272,14 @@ impl PlanSource for State {
             .into_iter()
             .flatten()
             .filter_map(|key| self.artifacts.get(key))
-            .map(|a| Known {
-                cache_key: a.cache_key.clone(),
-                crate_name: a.crate_name.clone(),
-                seen_count: a.seen_count,
-                last_seen_ms: a.last_seen,
-            })
+            .map(|a| self.known(&a.cache_key, &a.crate_name, a.seen_count, a.last_seen))
             .collect())
+    }
+
+    fn never_used(&self, cache_key: &str) -> bool {
+        self.feedback
+            .get(cache_key)
+            .is_some_and(|f| f.used == 0 && f.unused >= NEVER_USED_AFTER)
     }
 
     fn namespace_keys(

@@ -285,7 +285,9 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
     let project = a.project("p");
     a.cargo_with(&project, &["build"], &[("KACHE_LOCAL_ONLY", "1")])
         .ok();
-    ok(a.kache_in(&project, &["save-manifest", "--namespace", "ci"], &[]));
+    let saved = ok(a.kache_in(&project, &["save-manifest", "--namespace", "ci"], &[]));
+    // One profile was built (target/debug only): the identity is known.
+    assert!(saved.contains(" dev (toolchain "), "{saved}");
     // The service learns what runner A built (the manifest and its shards).
     let manifests = shared.path().join("artifacts/_manifests");
     for item in std::fs::read_dir(&manifests).unwrap().flatten() {
@@ -310,7 +312,19 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
         b.fs_remote(shared.path()),
         ("KACHE_PLANNER_ENDPOINT".into(), service.url.clone()),
     ];
-    let out = ok(b.kache_in(&project, &["prefetch", "--wait", "--namespace", "ci"], &[]));
+    // The same identity as runner A's: every candidate fits.
+    let out = ok(b.kache_in(
+        &project,
+        &[
+            "prefetch",
+            "--wait",
+            "--namespace",
+            "ci",
+            "--profile",
+            "dev",
+        ],
+        &[],
+    ));
     // The plan names the libraries (a build script is no crate an intent
     // can name); the build script comes as a remote hit on demand.
     let planned = LIBS.len() - 1;
@@ -335,6 +349,18 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
     }
     assert_eq!(run_app(&project), EXPECTED_LINE);
     ok(b.kache(&["daemon", "stop"]));
+
+    // A release build: runner A's dev artifacts cannot serve it, so the
+    // planner offers none of them.
+    let mut release = World::new();
+    release.env = b.env.clone();
+    let out = ok(release.kache_in(
+        &project,
+        &["prefetch", "--wait", "--namespace", "ci", "--release"],
+        &[],
+    ));
+    assert!(out.contains("planner fallback: no_candidates"), "{out}");
+    ok(release.kache(&["daemon", "stop"]));
 
     // Runner C: the planner is down: the Cargo.lock fallback still fetches.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -26,18 +26,50 @@ pub struct Args {
     /// The workspace's Cargo.toml.
     #[arg(long, value_name = "PATH")]
     manifest_path: Option<PathBuf>,
+    /// The build will be `--release`: the planner offers only artifacts of
+    /// that profile (without it or `--profile`, the profile is unknown and
+    /// nothing is filtered by identity).
+    #[arg(long, conflicts_with = "profile")]
+    release: bool,
+    /// The cargo profile the build will use.
+    #[arg(long)]
+    profile: Option<String>,
+    /// The target the build will compile for (default: the host).
+    #[arg(long)]
+    target: Option<String>,
+}
+
+/// The identity the build will have, when a profile was named.
+fn identity(args: &Args, root: &std::path::Path) -> Option<kache_core::manifest::Identity> {
+    let mut cargo: Vec<String> = vec!["build".into()];
+    if args.release {
+        cargo.push("--release".into());
+    } else {
+        cargo.extend(["--profile".to_string(), args.profile.clone()?]);
+    }
+    if let Some(target) = &args.target {
+        cargo.extend(["--target".to_string(), target.clone()]);
+    }
+    let rustc_vv = super::save_manifest::rustc_vv(root).ok()?;
+    kache_core::manifest::Identity::of_cargo(&cargo, &rustc_vv)
 }
 
 pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     let remote = super::remote_of(config)?;
     let workspace = Workspace::load(args.manifest_path.as_deref())?;
     client::start_and_wait(&config.cache_dir, Duration::from_secs(10))?;
+    let root = workspace
+        .lockfile
+        .parent()
+        .unwrap_or(std::path::Path::new("."));
+    let identity = identity(&args, root);
     let request = Request::BuildStart {
         remote: RemoteSettings::new(remote, config.compression_level),
         cargo_pid: std::process::id(),
         lockfile: workspace.lockfile.display().to_string(),
         planner: PlannerSettings::from_config(&config.planner),
         namespace: args.namespace.filter(|n| !n.is_empty()),
+        identity,
         wait: args.wait,
     };
     let deadline = if args.wait {

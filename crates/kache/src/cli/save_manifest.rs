@@ -9,6 +9,12 @@
 //! writes the `Cargo.lock` shards of `DESIGN.md`: packages spread over 64
 //! buckets, a shard named by the blake3 of its sorted `name@version`s,
 //! holding the entries of its packages; empty shards are not written.
+//!
+//! Both documents carry the build's identity (an addition the original's
+//! readers ignore) when it is certain: every library entry built by the
+//! current toolchain for one target, and one profile's output directory in
+//! the target dir (`--profile` says it outright). Otherwise it is left out
+//! ("unknown"), which never hides an entry from a plan.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,8 +23,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use kache_core::manifest::{
-    BuildManifest, MANIFEST_VERSION, ManifestEntry, Shard, ShardEntry, shard_bucket, shard_hash,
+    BuildManifest, Identity, MANIFEST_VERSION, ManifestEntry, Shard, ShardEntry, shard_bucket,
+    shard_hash,
 };
+use kache_core::meta::EntryMeta;
 use kache_remote::Layout;
 
 use super::workspace::Workspace;
@@ -39,14 +47,25 @@ pub struct Args {
     /// The workspace's Cargo.toml.
     #[arg(long, value_name = "PATH")]
     manifest_path: Option<PathBuf>,
+    /// The cargo profile built (`dev`, `release`); default: the one whose
+    /// output directory the target dir holds, if only one.
+    #[arg(long)]
+    profile: Option<String>,
 }
 
 pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     let remote_config = super::remote_of(config)?;
     let workspace = Workspace::load(args.manifest_path.as_deref())?;
+    let root = workspace
+        .lockfile
+        .parent()
+        .unwrap_or(std::path::Path::new("."));
+    let rustc_vv = rustc_vv(root)?;
     let manifest_key = match args.manifest_key {
         Some(key) => key,
-        None => host_triple()?,
+        None => Identity::host_of(&rustc_vv)
+            .context("rustc -vV printed no host line")?
+            .to_string(),
     };
     if manifest_key.is_empty() || manifest_key.contains("..") || manifest_key.starts_with('/') {
         bail!("--manifest-key {manifest_key:?} is not a usable object name");
@@ -101,11 +120,22 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
             artifact_size: meta.size(),
         })
         .collect();
+    let identity = identity_of(&metas, &rustc_vv, &workspace, args.profile.as_deref());
+    match &identity {
+        Some(id) => println!(
+            "identity: {} {} (toolchain {})",
+            id.target,
+            id.profile,
+            &id.toolchain[..16]
+        ),
+        None => println!("identity: unknown (left out)"),
+    }
     let manifest = BuildManifest {
         version: MANIFEST_VERSION,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         manifest_key: manifest_key.clone(),
         entries,
+        identity,
     };
     let mut documents = vec![(
         layout.build_manifest(&manifest_key),
@@ -181,6 +211,7 @@ pub fn shards(workspace: &Workspace, manifest: &BuildManifest) -> Vec<(String, S
                 Shard {
                     version: MANIFEST_VERSION,
                     entries,
+                    identity: manifest.identity.clone(),
                 },
             ));
         }
@@ -188,15 +219,80 @@ pub fn shards(workspace: &Workspace, manifest: &BuildManifest) -> Vec<(String, S
     out
 }
 
-/// `rustc -vV`'s host triple.
-fn host_triple() -> Result<String> {
+/// `rustc -vV` as the build sees it (run in the workspace, so a
+/// `rust-toolchain` file counts), stdout then stderr like the wrapper's.
+pub fn rustc_vv(dir: &std::path::Path) -> Result<String> {
     let output =
         std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
             .arg("-vV")
+            .current_dir(dir)
             .output()
-            .context("running rustc -vV for the host triple")?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: ").map(String::from))
-        .context("rustc -vV printed no host line")
+            .context("running rustc -vV")?;
+    if !output.status.success() {
+        bail!("rustc -vV failed with {}", output.status);
+    }
+    let mut text = String::from_utf8_lossy(&output.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Ok(text)
+}
+
+/// The identity every library entry shares, or `None` when it is not
+/// certain. Build scripts, proc-macros and C objects are host-side helpers
+/// of any build and do not count; an entry of another toolchain, or two
+/// targets, or no single profile, make it unknown.
+fn identity_of(
+    metas: &[EntryMeta],
+    rustc_vv: &str,
+    workspace: &Workspace,
+    profile: Option<&str>,
+) -> Option<Identity> {
+    let toolchain = Identity::toolchain_of(rustc_vv);
+    let host = Identity::host_of(rustc_vv)?;
+    let mut target: Option<String> = None;
+    for meta in metas {
+        let helper = meta.crate_name.starts_with("build_script_")
+            || meta.crate_name.contains(':')
+            || meta.crate_types.iter().any(|t| t == "proc-macro");
+        if helper {
+            continue;
+        }
+        if meta.components.get("toolchain").map(String::as_str) != Some(&toolchain[..16]) {
+            return None;
+        }
+        let this = if meta.target == "host" {
+            host.to_string()
+        } else {
+            meta.target.clone()
+        };
+        match &target {
+            None => target = Some(this),
+            Some(seen) if *seen == this => {}
+            Some(_) => return None,
+        }
+    }
+    let target = target?;
+    let profile = match profile {
+        Some("dev" | "test") => "dev".to_string(),
+        Some("release" | "bench") => "release".to_string(),
+        Some(_) => return None,
+        None => {
+            // Cargo's directories: `debug` for dev and test, `release` for
+            // release and bench (under `<triple>/` for a `--target` build).
+            let base = if target == host {
+                workspace.target_dir.clone()
+            } else {
+                workspace.target_dir.join(&target)
+            };
+            match (base.join("debug").is_dir(), base.join("release").is_dir()) {
+                (true, false) => "dev".to_string(),
+                (false, true) => "release".to_string(),
+                _ => return None,
+            }
+        }
+    };
+    Some(Identity {
+        target,
+        toolchain,
+        profile,
+    })
 }

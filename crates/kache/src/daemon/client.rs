@@ -156,7 +156,12 @@ impl Link {
     /// workspace's `Cargo.lock` names.
     /// `lockfile` is only asked for when the build is announced, so the
     /// other compiles of a build pay one `stat` here.
-    pub fn build_start(&self, lockfile: impl FnOnce() -> Option<PathBuf>) {
+    /// `identity` likewise: the build's, for the planner.
+    pub fn build_start(
+        &self,
+        lockfile: impl FnOnce() -> Option<PathBuf>,
+        identity: impl FnOnce() -> Option<kache_core::manifest::Identity>,
+    ) {
         // SAFETY: getppid() has no preconditions.
         let cargo_pid = unsafe { libc::getppid() } as u32;
         let markers = self.cache_dir.join("builds");
@@ -203,6 +208,7 @@ impl Link {
                     lockfile: lockfile.display().to_string(),
                     planner: self.planner.clone(),
                     namespace: self.namespace.clone(),
+                    identity: identity(),
                     wait: false,
                 },
                 Duration::from_millis(200),

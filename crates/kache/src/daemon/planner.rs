@@ -14,7 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use kache_core::plan::{BuildIntent, Disposition, PlanCandidate, PrefetchPlan};
+use kache_core::manifest::Identity;
+use kache_core::plan::{Budget, BuildIntent, Disposition, PlanCandidate, PrefetchPlan};
 use kache_remote::layout::{is_valid_crate_name, is_valid_key};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,10 @@ pub fn plan_url(endpoint: &str) -> String {
         format!("{trimmed}/v2/prefetch-plan")
     }
 }
+
+/// The daemon's own limit, whatever a plan says: it asks for no more in
+/// the intent's budget and fetches no more than this many candidates.
+pub const MAX_PLAN_CANDIDATES: usize = 2000;
 
 /// What the daemon will do with a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +120,7 @@ fn validated(candidates: Vec<PlanCandidate>) -> Result<Vec<PlanCandidate>> {
                 candidate.cache_key
             );
         }
-        if seen.insert(candidate.cache_key.clone()) {
+        if seen.insert(candidate.cache_key.clone()) && out.len() < MAX_PLAN_CANDIDATES {
             out.push(candidate);
         }
     }
@@ -125,8 +130,13 @@ fn validated(candidates: Vec<PlanCandidate>) -> Result<Vec<PlanCandidate>> {
 /// The intent for the workspace of `lockfile`: crate names dependencies
 /// first and the graph between them (from `cargo metadata`; the
 /// `Cargo.lock` order and no graph when it fails), the namespace and every
-/// `Cargo.lock` package.
-pub fn intent(lockfile: &Path, namespace: Option<String>) -> Result<BuildIntent> {
+/// `Cargo.lock` package, the build's identity when known, and the daemon's
+/// own candidate limit as the budget.
+pub fn intent(
+    lockfile: &Path,
+    namespace: Option<String>,
+    identity: Option<Identity>,
+) -> Result<BuildIntent> {
     let cargo_lock_deps = crate::lockfile::packages(lockfile)?;
     let (crate_names, crate_deps) = match build_graph(lockfile) {
         Ok(graph) => graph,
@@ -144,6 +154,11 @@ pub fn intent(lockfile: &Path, namespace: Option<String>) -> Result<BuildIntent>
         namespace,
         cargo_lock_deps,
         crate_deps,
+        identity,
+        budget: Some(Budget {
+            max_candidates: Some(MAX_PLAN_CANDIDATES),
+            max_bytes: None,
+        }),
     })
 }
 
@@ -265,6 +280,8 @@ mod tests {
         let good = PlanCandidate {
             cache_key: "a".repeat(64),
             crate_name: "serde".into(),
+            compile_time_ms: 0,
+            size_bytes: 0,
         };
         assert_eq!(
             validated(vec![good.clone(), good.clone()]).unwrap(),
@@ -273,6 +290,8 @@ mod tests {
         let bad = PlanCandidate {
             cache_key: "../../etc".into(),
             crate_name: "serde".into(),
+            compile_time_ms: 0,
+            size_bytes: 0,
         };
         assert!(validated(vec![good, bad]).is_err());
     }

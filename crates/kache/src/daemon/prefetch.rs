@@ -166,6 +166,7 @@ pub struct BuildStart {
     pub lockfile: String,
     pub planner: Option<PlannerSettings>,
     pub namespace: Option<String>,
+    pub identity: Option<kache_core::manifest::Identity>,
     /// Run even if this cargo process already had a prefetch.
     pub explicit: bool,
 }
@@ -186,8 +187,10 @@ pub async fn build_start(state: Arc<State>, start: BuildStart) -> (usize, String
     if let Some(planner) = &start.planner {
         let lockfile = PathBuf::from(&start.lockfile);
         let namespace = start.namespace.clone();
+        let identity = start.identity.clone();
         let intent =
-            tokio::task::spawn_blocking(move || planner::intent(&lockfile, namespace)).await;
+            tokio::task::spawn_blocking(move || planner::intent(&lockfile, namespace, identity))
+                .await;
         let decision = match intent {
             Ok(Ok(intent)) => planner::decide(planner, &intent).await,
             Ok(Err(err)) => Decision::Fallback(format!("no intent: {err:#}")),

@@ -85,6 +85,9 @@ pub enum Request {
         planner: Option<super::planner::PlannerSettings>,
         #[serde(default)]
         namespace: Option<String>,
+        /// The build's identity, for the planner (absent: unknown).
+        #[serde(default)]
+        identity: Option<kache_core::manifest::Identity>,
         /// Answer when the prefetch is done (`kache prefetch --wait`),
         /// and run it even if this cargo process already had one.
         #[serde(default)]

@@ -295,6 +295,7 @@ async fn handle(state: &Arc<State>, request: Request) -> Response {
             lockfile,
             planner,
             namespace,
+            identity,
             wait,
         } => match state.remote(&remote) {
             Ok((id, opened)) => {
@@ -305,6 +306,7 @@ async fn handle(state: &Arc<State>, request: Request) -> Response {
                     lockfile,
                     planner,
                     namespace,
+                    identity,
                     explicit: wait,
                 };
                 let task = tokio::spawn(prefetch::build_start(state.clone(), start));

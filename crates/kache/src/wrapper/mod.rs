@@ -229,7 +229,14 @@ impl<'a> Session<'a> {
             }
         };
         if let Some(link) = &self.link {
-            link.build_start(|| lockfile(&self.roots));
+            link.build_start(
+                || lockfile(&self.roots),
+                || {
+                    let banner =
+                        toolchain::identity(&self.store, &self.compiler.rustc, "-vV").ok()?;
+                    cargo_identity(&banner)
+                },
+            );
         }
         if let Some(meta) = hit
             && self.try_restore(&meta)
@@ -648,6 +655,20 @@ impl<'a> Session<'a> {
 fn lockfile(roots: &Roots) -> Option<PathBuf> {
     let lock = roots.target_dir.as_ref()?.parent()?.join("Cargo.lock");
     lock.is_file().then_some(lock)
+}
+
+/// The identity of the cargo command that runs this compile (our parent),
+/// from its command line: what the planner filters artifacts by.
+fn cargo_identity(rustc_vv: &str) -> Option<kache_core::manifest::Identity> {
+    // SAFETY: getppid() has no preconditions.
+    let cargo = unsafe { libc::getppid() };
+    let cmdline = std::fs::read(format!("/proc/{cargo}/cmdline")).ok()?;
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .skip(1)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    kache_core::manifest::Identity::of_cargo(&args, rustc_vv)
 }
 
 /// Fault injection for the crash-safety tests: with `KACHE_FAULT=<point>`
