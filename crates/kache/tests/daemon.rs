@@ -349,6 +349,23 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
     }
     assert_eq!(run_app(&project), EXPECTED_LINE);
     ok(b.kache(&["daemon", "stop"]));
+    // Stopping reported the plan: every prefetched candidate was used.
+    let (_, metrics) = service.request("GET", "/metrics", "");
+    let used = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "kache_planner_feedback_candidates_total{source=\"exact\",result=\"used\"}",
+            )
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(used, Some(planned as f64), "{metrics}");
+    assert!(
+        metrics.contains(
+            "kache_planner_feedback_candidates_total{source=\"exact\",result=\"unused\"} 0"
+        ),
+        "{metrics}"
+    );
 
     // A release build: runner A's dev artifacts cannot serve it, so the
     // planner offers none of them.

@@ -6,12 +6,14 @@
 //! - [`client`]: what the wrapper and the CLI call, with deadlines;
 //! - [`uploads`]: the durable upload queue;
 //! - [`prefetch`]: remote hits on demand and prefetch at build start;
-//! - [`planner`]: the planner client that prefetch asks first.
+//! - [`planner`]: the planner client that prefetch asks first;
+//! - [`feedback`]: what became of a plan's candidates, told to the planner.
 //!
 //! Architecture invariant: during a build only the daemon talks to the
 //! network, and the wrapper never waits on it longer than a deadline.
 
 pub mod client;
+pub mod feedback;
 pub mod planner;
 pub mod prefetch;
 pub mod protocol;

@@ -56,8 +56,11 @@ pub const MAX_PLAN_CANDIDATES: usize = 2000;
 /// What the daemon will do with a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Fetch these, in order.
-    Execute(Vec<PlanCandidate>),
+    /// Fetch these, in order; report on them under `plan_id`.
+    Execute {
+        plan_id: String,
+        candidates: Vec<PlanCandidate>,
+    },
     /// Prefetch by `Cargo.lock`, and why.
     Fallback(String),
     Nothing,
@@ -68,7 +71,10 @@ pub async fn decide(settings: &PlannerSettings, intent: &BuildIntent) -> Decisio
     match ask(settings, intent).await {
         Ok(plan) => match plan.disposition {
             Disposition::Execute => match validated(plan.candidates) {
-                Ok(candidates) => Decision::Execute(candidates),
+                Ok(candidates) => Decision::Execute {
+                    plan_id: plan.plan_id,
+                    candidates,
+                },
                 Err(err) => Decision::Fallback(format!("malformed plan: {err:#}")),
             },
             Disposition::UseFallback => Decision::Fallback(
@@ -106,6 +112,51 @@ async fn ask(settings: &PlannerSettings, intent: &BuildIntent) -> Result<Prefetc
     }
     let body = response.bytes().await.context("reading the plan")?;
     serde_json::from_slice(&body).with_context(|| format!("{url} sent a malformed plan"))
+}
+
+/// `{endpoint}/v2/plan-feedback`, beside the plan route.
+pub fn feedback_url(endpoint: &str) -> String {
+    let trimmed = endpoint.trim_end_matches('/');
+    let base = trimmed
+        .strip_suffix("/v1/prefetch-plan")
+        .or_else(|| trimmed.strip_suffix("/v2/prefetch-plan"))
+        .unwrap_or(trimmed);
+    format!("{base}/v2/plan-feedback")
+}
+
+/// The body of `POST /v2/plan-feedback`.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub plan_id: String,
+    pub used: Vec<String>,
+    pub unused: Vec<String>,
+    pub late: Vec<String>,
+}
+
+/// Sends one plan's feedback, within the planner timeout.
+pub async fn send_feedback(settings: &PlannerSettings, feedback: &Feedback) -> Result<()> {
+    let timeout = Duration::from_millis(settings.timeout_ms.max(1));
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .build()
+        .context("building the planner client")?;
+    let url = feedback_url(&settings.endpoint);
+    let mut request = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(feedback)?);
+    if let Some(token) = &settings.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("posting to {url}"))?;
+    if !response.status().is_success() {
+        bail!("{url} answered {}", response.status());
+    }
+    Ok(())
 }
 
 /// The candidates, each checked; duplicates dropped, order kept.
@@ -260,6 +311,18 @@ fn build_graph(lockfile: &Path) -> Result<(Vec<String>, Graph)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feedback_goes_beside_the_plan_route() {
+        assert_eq!(
+            feedback_url("http://p:8080/"),
+            "http://p:8080/v2/plan-feedback"
+        );
+        assert_eq!(
+            feedback_url("http://p/x/v1/prefetch-plan"),
+            "http://p/x/v2/plan-feedback"
+        );
+    }
 
     #[test]
     fn the_plan_route_is_appended_unless_given() {

@@ -20,6 +20,7 @@ use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tracing::{debug, info, warn};
 
+use super::feedback::{self, PendingPlan};
 use super::planner::{self, Decision, PlannerSettings};
 use super::server::State;
 use crate::remote::{Pulled, Remote};
@@ -115,6 +116,7 @@ async fn fetch_once(
             Ok(Pulled::Imported { .. }) => {
                 imported += 1;
                 state.count_remote_hit();
+                state.fetched.lock().expect("fetched lock").insert(key);
             }
             Ok(_) => {}
             Err(err) => {
@@ -183,6 +185,9 @@ pub async fn build_start(state: Arc<State>, start: BuildStart) -> (usize, String
             return (0, "already prefetched for this build".into());
         }
     }
+    if !start.explicit {
+        feedback::attach_build(&state, start.cargo_pid);
+    }
     let mut origin = "Cargo.lock".to_string();
     if let Some(planner) = &start.planner {
         let lockfile = PathBuf::from(&start.lockfile);
@@ -197,18 +202,35 @@ pub async fn build_start(state: Arc<State>, start: BuildStart) -> (usize, String
             Err(err) => Decision::Fallback(format!("no intent: {err}")),
         };
         match decision {
-            Decision::Execute(candidates) => {
+            Decision::Execute {
+                plan_id,
+                candidates,
+            } => {
                 let wanted: Vec<(String, String)> = candidates
                     .into_iter()
                     .map(|c| (c.crate_name, c.cache_key))
                     .collect();
+                let offered: Vec<String> = wanted.iter().map(|(_, key)| key.clone()).collect();
                 let count = wanted.len();
                 let imported = import_in_order(&state, &start.remote, wanted).await;
                 info!(
                     candidates = count,
-                    imported, "prefetched the planner's plan"
+                    imported = imported.len(),
+                    "prefetched the planner's plan"
                 );
-                return (imported, format!("planner ({count} candidates)"));
+                let done = imported.len();
+                feedback::remember(
+                    &state,
+                    PendingPlan {
+                        settings: planner.clone(),
+                        plan_id,
+                        offered,
+                        imported,
+                        cargo_pid: (!start.explicit).then_some(start.cargo_pid),
+                        made: Instant::now(),
+                    },
+                );
+                return (done, format!("planner ({count} candidates)"));
             }
             Decision::Nothing => return (0, "planner: do_nothing".into()),
             Decision::Fallback(reason) => {
@@ -236,16 +258,17 @@ pub async fn build_start(state: Arc<State>, start: BuildStart) -> (usize, String
         }
     };
     let imported = import_in_order(&state, &start.remote, listed).await;
-    (imported, origin)
+    (imported.len(), origin)
 }
 
 /// Pulls the entries the local store lacks, in the given order, with at
 /// most half the remote's transfer slots; marks each as prefetched.
+/// Returns the keys imported.
 async fn import_in_order(
     state: &Arc<State>,
     remote: &Remote,
     wanted: Vec<(String, String)>,
-) -> usize {
+) -> Vec<String> {
     let cache_dir = state.cache_dir.clone();
     let missing = tokio::task::spawn_blocking(move || -> Result<Vec<(String, String)>> {
         let store = Store::open(&cache_dir)?;
@@ -256,11 +279,11 @@ async fn import_in_order(
     })
     .await;
     let Ok(Ok(missing)) = missing else {
-        return 0;
+        return Vec::new();
     };
     info!(entries = missing.len(), "prefetching");
     let slots = (remote.concurrency / 2).max(1);
-    let mut imported = 0;
+    let mut imported = Vec::new();
     let mut results = futures::stream::iter(missing.into_iter().map(|(crate_name, key)| {
         let remote = remote.clone();
         async move {
@@ -272,7 +295,7 @@ async fn import_in_order(
     while let Some((key, result)) = results.next().await {
         match result {
             Ok(Pulled::Imported { .. }) => {
-                imported += 1;
+                imported.push(key);
                 state.count_prefetched();
             }
             Ok(_) => {}

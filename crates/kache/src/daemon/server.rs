@@ -7,7 +7,7 @@
 //! draining, within the caller's bound) or when idle for
 //! `KACHE_DAEMON_IDLE_TIMEOUT` seconds with nothing queued.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::client;
+use super::feedback;
 use super::prefetch::{self, BREAKER_FAILURES, BREAKER_OPEN, InFlight};
 use super::protocol::{RemoteSettings, Request, Response, Status};
 use super::uploads;
@@ -39,6 +40,10 @@ pub struct State {
     remotes: Mutex<HashMap<String, (RemoteSettings, Remote)>>,
     pub inflight: Mutex<HashMap<(String, String, String), InFlight>>,
     pub negative: Mutex<HashMap<(String, String, String), Instant>>,
+    /// Plans whose feedback is not reported yet.
+    pub plans: Mutex<Vec<feedback::PendingPlan>>,
+    /// Keys a compile's own fetch imported (for `late` in plan feedback).
+    pub fetched: Mutex<HashSet<String>>,
     /// Cache key → the lock its pull holds, so pulls of one key never overlap.
     pub pulling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Remote id → (consecutive failures, opened at).
@@ -198,6 +203,8 @@ async fn serve(cache_dir: PathBuf, seed: Option<RemoteSettings>, idle_secs: u64)
         inflight: Mutex::new(HashMap::new()),
         negative: Mutex::new(HashMap::new()),
         pulling: Mutex::new(HashMap::new()),
+        plans: Mutex::new(Vec::new()),
+        fetched: Mutex::new(HashSet::new()),
         breaker: Mutex::new(HashMap::new()),
         builds: Mutex::new(HashMap::new()),
         uploads_ready: Notify::new(),
@@ -228,6 +235,10 @@ async fn serve(cache_dir: PathBuf, seed: Option<RemoteSettings>, idle_secs: u64)
                 return Ok(());
             }
             _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                tokio::spawn({
+                    let state = state.clone();
+                    async move { feedback::report_finished(&state, false).await }
+                });
                 if !state.cache_dir.join("index.db").exists() {
                     info!("the cache directory is gone: exiting");
                     return Ok(());
@@ -332,6 +343,7 @@ async fn handle(state: &Arc<State>, request: Request) -> Response {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
+            feedback::report_finished(state, true).await;
             state.shutdown.notify_one();
             Response::Accepted
         }

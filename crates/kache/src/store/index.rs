@@ -297,6 +297,18 @@ impl Index {
         Ok(())
     }
 
+    /// Where an imported entry came from, while no hit has used it yet.
+    pub fn origin(&self, cache_key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT source FROM origins WHERE cache_key = ?1",
+                [cache_key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Remembers that an entry came from the remote (`remote` or `prefetch`).
     pub fn set_origin(&self, cache_key: &str, source: &str) -> Result<()> {
         self.conn.execute(
