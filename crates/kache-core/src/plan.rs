@@ -137,8 +137,9 @@ pub struct Chosen {
 /// What the planner knows about one artifact in one context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Known {
-    pub cache_key: String,
-    pub crate_name: String,
+    /// Shared: a source hands out clones of its own strings.
+    pub cache_key: Arc<str>,
+    pub crate_name: Arc<str>,
     pub seen_count: u64,
     /// Milliseconds since the Unix epoch.
     pub last_seen_ms: u64,
@@ -331,7 +332,7 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
             }
             let mut known = lookup(source, name)?;
             if let Some(stale) = stale.get(name) {
-                known.retain(|k| !stale.contains(&k.cache_key));
+                known.retain(|k| !stale.contains(&*k.cache_key));
             }
             known.retain(|k| !source.never_used(&k.cache_key));
             keep_identity(&mut known, identity);
@@ -429,8 +430,8 @@ fn within_budget(candidates: &mut Vec<Chosen>, budget: Budget) {
 
 fn candidate(known: Known) -> PlanCandidate {
     PlanCandidate {
-        cache_key: known.cache_key,
-        crate_name: known.crate_name,
+        cache_key: known.cache_key.to_string(),
+        crate_name: known.crate_name.to_string(),
         compile_time_ms: known.compile_time_ms,
         size_bytes: known.size_bytes,
     }
@@ -491,8 +492,8 @@ mod tests {
                 .iter()
                 .filter(|((n, _), _)| n == ns)
                 .flat_map(|(_, known)| known)
-                .filter(|k| k.crate_name == name)
-                .map(|k| k.cache_key.clone())
+                .filter(|k| &*k.crate_name == name)
+                .map(|k| k.cache_key.to_string())
                 .collect())
         }
     }

@@ -122,49 +122,114 @@ impl PlanSource for FailingSource<'_> {
     }
 }
 
+/// One artifact as plans read it: shared strings, no hashing to reach it.
+#[derive(Debug)]
+struct ArtifactSlot {
+    cache_key: Arc<str>,
+    crate_name: Arc<str>,
+    compile_time_ms: u64,
+    size: u64,
+    seen_count: u64,
+    last_seen: u64,
+    identity: Option<Arc<Identity>>,
+}
+
+/// One sighting as plans read it: its artifact by index.
+#[derive(Debug)]
+struct SightingSlot {
+    artifact: u32,
+    crate_name: Arc<str>,
+    seen_count: u64,
+    last_seen: u64,
+}
+
 /// The in-memory state.
+///
+/// The records ingest reads and writes (`sightings`, `artifacts`) sit beside
+/// arenas that plans read: a lookup walks indices into `slots` and `views`
+/// and clones reference-counted strings, so planning hashes nothing per
+/// candidate and allocates only the `Known` list itself.
 #[derive(Debug, Default)]
 pub struct State {
     sightings: HashMap<String, Sighting>,
-    /// kind → namespace → scope → sighting ids. Nested so a lookup borrows
-    /// its `&str` arguments instead of allocating a key.
-    by_scope: HashMap<SightingKind, HashMap<String, HashMap<String, Vec<String>>>>,
     artifacts: HashMap<String, Artifact>,
-    /// Normalised crate name → its artifacts' keys: the "any known key" source.
-    by_crate: HashMap<String, Vec<String>>,
+    slots: Vec<ArtifactSlot>,
+    slot_of: HashMap<String, u32>,
+    views: Vec<SightingSlot>,
+    view_of: HashMap<String, u32>,
+    /// kind → namespace → scope → sighting views. Nested so a lookup
+    /// borrows its `&str` arguments instead of allocating a key.
+    by_scope: HashMap<SightingKind, HashMap<String, HashMap<String, Vec<u32>>>>,
+    /// Normalised crate name → its artifacts: the "any known key" source.
+    by_crate: HashMap<String, Vec<u32>>,
     /// Namespace → normalised crate → the keys its shards recorded.
     shard_keys: HashMap<String, HashMap<String, Vec<String>>>,
-    /// Key → its artifact's identity, shared (one allocation per identity).
-    identities: HashMap<String, Arc<Identity>>,
+    /// One allocation per distinct identity.
     interned: HashMap<Identity, Arc<Identity>>,
     /// Key → plan feedback (memory only: a restart forgets it).
     feedback: HashMap<String, KeyFeedback>,
 }
 
 impl State {
+    /// The arena slot of `cache_key`, made empty if it has none yet (a
+    /// sighting can be loaded before its artifact).
+    fn slot(&mut self, cache_key: &str, crate_name: &str) -> u32 {
+        if let Some(&at) = self.slot_of.get(cache_key) {
+            return at;
+        }
+        let at = self.slots.len() as u32;
+        self.slots.push(ArtifactSlot {
+            cache_key: Arc::from(cache_key),
+            crate_name: Arc::from(crate_name),
+            compile_time_ms: 0,
+            size: 0,
+            seen_count: 0,
+            last_seen: 0,
+            identity: None,
+        });
+        self.slot_of.insert(cache_key.to_string(), at);
+        at
+    }
+
     /// Adds or replaces a sighting.
     pub fn put_sighting(&mut self, sighting: Sighting) {
         let id = sighting.id();
-        if !self.sightings.contains_key(&id) {
-            if sighting.kind == SightingKind::Shard {
-                let keys = self
-                    .shard_keys
+        match self.view_of.get(&id) {
+            Some(&at) => {
+                let view = &mut self.views[at as usize];
+                view.seen_count = sighting.seen_count;
+                view.last_seen = sighting.last_seen;
+            }
+            None => {
+                if sighting.kind == SightingKind::Shard {
+                    let keys = self
+                        .shard_keys
+                        .entry(sighting.namespace.clone())
+                        .or_default()
+                        .entry(normalize_crate(&sighting.crate_name))
+                        .or_default();
+                    if !keys.contains(&sighting.cache_key) {
+                        keys.push(sighting.cache_key.clone());
+                    }
+                }
+                let artifact = self.slot(&sighting.cache_key, &sighting.crate_name);
+                let at = self.views.len() as u32;
+                self.views.push(SightingSlot {
+                    artifact,
+                    crate_name: Arc::from(sighting.crate_name.as_str()),
+                    seen_count: sighting.seen_count,
+                    last_seen: sighting.last_seen,
+                });
+                self.view_of.insert(id.clone(), at);
+                self.by_scope
+                    .entry(sighting.kind)
+                    .or_default()
                     .entry(sighting.namespace.clone())
                     .or_default()
-                    .entry(normalize_crate(&sighting.crate_name))
-                    .or_default();
-                if !keys.contains(&sighting.cache_key) {
-                    keys.push(sighting.cache_key.clone());
-                }
+                    .entry(sighting.index_scope())
+                    .or_default()
+                    .push(at);
             }
-            self.by_scope
-                .entry(sighting.kind)
-                .or_default()
-                .entry(sighting.namespace.clone())
-                .or_default()
-                .entry(sighting.index_scope())
-                .or_default()
-                .push(id.clone());
         }
         self.sightings.insert(id, sighting);
     }
@@ -174,19 +239,28 @@ impl State {
     }
 
     pub fn put_artifact(&mut self, artifact: Artifact) {
-        if let Some(identity) = &artifact.identity {
-            let shared = self
-                .interned
-                .entry(identity.clone())
-                .or_insert_with(|| Arc::new(identity.clone()))
-                .clone();
-            self.identities.insert(artifact.cache_key.clone(), shared);
-        }
-        if !self.artifacts.contains_key(&artifact.cache_key) {
+        let known = self.artifacts.contains_key(&artifact.cache_key);
+        let at = self.slot(&artifact.cache_key, &artifact.crate_name);
+        if !known {
             self.by_crate
                 .entry(normalize_crate(&artifact.crate_name))
                 .or_default()
-                .push(artifact.cache_key.clone());
+                .push(at);
+        }
+        let identity = artifact.identity.as_ref().map(|identity| {
+            self.interned
+                .entry(identity.clone())
+                .or_insert_with(|| Arc::new(identity.clone()))
+                .clone()
+        });
+        let slot = &mut self.slots[at as usize];
+        slot.crate_name = Arc::from(artifact.crate_name.as_str());
+        slot.compile_time_ms = artifact.compile_time_ms;
+        slot.size = artifact.size;
+        slot.seen_count = artifact.seen_count;
+        slot.last_seen = artifact.last_seen;
+        if identity.is_some() {
+            slot.identity = identity;
         }
         self.artifacts.insert(artifact.cache_key.clone(), artifact);
     }
@@ -214,18 +288,16 @@ impl State {
         }
     }
 
-    /// A sighting (or an artifact) as the planner sees it: with its
-    /// artifact's cost and identity.
-    fn known(&self, cache_key: &str, crate_name: &str, seen: u64, last: u64) -> Known {
-        let artifact = self.artifacts.get(cache_key);
+    /// An artifact as the planner sees it, with the counts of one context.
+    fn known(&self, slot: &ArtifactSlot, crate_name: &Arc<str>, seen: u64, last: u64) -> Known {
         Known {
-            cache_key: cache_key.to_string(),
-            crate_name: crate_name.to_string(),
+            cache_key: slot.cache_key.clone(),
+            crate_name: crate_name.clone(),
             seen_count: seen,
             last_seen_ms: last,
-            compile_time_ms: artifact.map_or(0, |a| a.compile_time_ms),
-            size_bytes: artifact.map_or(0, |a| a.size),
-            identity: self.identities.get(cache_key).cloned(),
+            compile_time_ms: slot.compile_time_ms,
+            size_bytes: slot.size,
+            identity: slot.identity.clone(),
         }
     }
 
@@ -236,8 +308,11 @@ impl State {
             .and_then(|scopes| scopes.get(scope))
             .into_iter()
             .flatten()
-            .filter_map(|id| self.sightings.get(id))
-            .map(|s| self.known(&s.cache_key, &s.crate_name, s.seen_count, s.last_seen))
+            .map(|&at| {
+                let view = &self.views[at as usize];
+                let slot = &self.slots[view.artifact as usize];
+                self.known(slot, &view.crate_name, view.seen_count, view.last_seen)
+            })
             .collect()
     }
 }
@@ -267,12 +342,14 @@ impl PlanSource for State {
     }
 
     fn known_keys(&self, crate_name: &str) -> Result<Vec<Known>, SourceError> {
-        let keys = self.by_crate.get(&normalize_crate(crate_name));
-        Ok(keys
+        let slots = self.by_crate.get(&normalize_crate(crate_name));
+        Ok(slots
             .into_iter()
             .flatten()
-            .filter_map(|key| self.artifacts.get(key))
-            .map(|a| self.known(&a.cache_key, &a.crate_name, a.seen_count, a.last_seen))
+            .map(|&at| {
+                let slot = &self.slots[at as usize];
+                self.known(slot, &slot.crate_name, slot.seen_count, slot.last_seen)
+            })
             .collect())
     }
 
