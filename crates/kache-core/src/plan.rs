@@ -96,8 +96,9 @@ pub struct PrefetchPlan {
 /// One artifact worth fetching.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PlanCandidate {
-    pub cache_key: String,
-    pub crate_name: String,
+    /// Shared with the planner's state: a plan copies no strings.
+    pub cache_key: Arc<str>,
+    pub crate_name: Arc<str>,
     /// What compiling it cost, when known (0: unknown). Additive fields.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub compile_time_ms: u64,
@@ -348,7 +349,7 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
     }
 
     chosen.sort_by_key(|c| (c.0, c.1, c.2));
-    let mut seen = HashSet::new();
+    let mut seen: rustc_hash::FxHashSet<Arc<str>> = Default::default();
     let mut candidates: Vec<Chosen> = chosen
         .into_iter()
         .filter(|c| seen.insert(c.3.cache_key.clone()))
@@ -430,8 +431,8 @@ fn within_budget(candidates: &mut Vec<Chosen>, budget: Budget) {
 
 fn candidate(known: Known) -> PlanCandidate {
     PlanCandidate {
-        cache_key: known.cache_key.to_string(),
-        crate_name: known.crate_name.to_string(),
+        cache_key: known.cache_key,
+        crate_name: known.crate_name,
         compile_time_ms: known.compile_time_ms,
         size_bytes: known.size_bytes,
     }
@@ -512,7 +513,10 @@ mod tests {
 
     fn keys(planned: Planned) -> Vec<String> {
         match planned {
-            Planned::Execute(c) => c.into_iter().map(|c| c.candidate.cache_key).collect(),
+            Planned::Execute(c) => c
+                .into_iter()
+                .map(|c| c.candidate.cache_key.to_string())
+                .collect(),
             Planned::Fallback(f) => panic!("fell back: {f:?}"),
         }
     }

@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn a_plan_with_a_malformed_candidate_is_refused_whole() {
         let good = PlanCandidate {
-            cache_key: "a".repeat(64),
+            cache_key: "a".repeat(64).into(),
             crate_name: "serde".into(),
             compile_time_ms: 0,
             size_bytes: 0,

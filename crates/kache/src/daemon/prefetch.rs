@@ -208,7 +208,7 @@ pub async fn build_start(state: Arc<State>, start: BuildStart) -> (usize, String
             } => {
                 let wanted: Vec<(String, String)> = candidates
                     .into_iter()
-                    .map(|c| (c.crate_name, c.cache_key))
+                    .map(|c| (c.crate_name.to_string(), c.cache_key.to_string()))
                     .collect();
                 let offered: Vec<String> = wanted.iter().map(|(_, key)| key.clone()).collect();
                 let count = wanted.len();
