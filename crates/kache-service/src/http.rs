@@ -48,9 +48,10 @@ pub struct App {
 /// Executed plans kept for feedback: the newest [`PLAN_LOG_CAPACITY`].
 pub const PLAN_LOG_CAPACITY: usize = 4096;
 
-/// What a plan offered, compactly: key hash → (source, bytes). A hash, not
-/// the key, so remembering a plan costs 24 bytes per candidate.
-type Offered = HashMap<u64, (SourceKind, u64)>;
+/// What a plan offered, compactly: (key hash, source, bytes), sorted by
+/// hash. A hash, not the key, so remembering a plan costs 24 bytes per
+/// candidate and no map.
+type Offered = Vec<(u64, SourceKind, u64)>;
 
 #[derive(Default)]
 struct PlanLog {
@@ -70,13 +71,14 @@ impl PlanLog {
         {
             self.plans.remove(&oldest);
         }
-        let offered = chosen
+        let mut offered: Offered = chosen
             .iter()
             .map(|c| {
                 let hash = self.key_hash(&c.candidate.cache_key);
-                (hash, (c.source, c.candidate.size_bytes))
+                (hash, c.source, c.candidate.size_bytes)
             })
             .collect();
+        offered.sort_unstable_by_key(|o| o.0);
         self.order.push_back(plan_id.to_string());
         self.plans.insert(plan_id.to_string(), offered);
     }
@@ -402,7 +404,12 @@ async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: By
             ("late", &feedback.late),
         ] {
             for key in keys {
-                let Some(&(source, bytes)) = offered.get(&log.key_hash(key)) else {
+                let hash = log.key_hash(key);
+                let found = offered
+                    .binary_search_by_key(&hash, |o| o.0)
+                    .ok()
+                    .map(|at| (offered[at].1, offered[at].2));
+                let Some((source, bytes)) = found else {
                     let body =
                         json!({"error": format!("{key:?} was not a candidate of this plan")});
                     return feedback_reply(&app, "bad_request", StatusCode::BAD_REQUEST, body);
