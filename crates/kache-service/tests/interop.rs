@@ -47,16 +47,6 @@ fn pretty(value: &Value) -> Vec<u8> {
     serde_json::to_vec_pretty(value).unwrap()
 }
 
-fn metric(service: &Service, name: &str) -> f64 {
-    service
-        .get("/metrics")
-        .body
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// A plan as the seed's client reads it: exactly these fields, these types.
 fn assert_seed_plan(plan: &Value) {
     let fields: BTreeSet<&str> = plan
@@ -146,16 +136,14 @@ fn documents_of_kache_0_6_are_learned_and_a_seed_client_gets_plans_it_can_read()
     let remote_dir = root.to_str().unwrap().to_string();
     let service = Service::start(&db, &["--remote-dir", &remote_dir, "--scan-interval", "1"]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(
-        &service,
-        "kache_planner_ingested_documents_total{kind=\"bucket_shard\"}",
-    ) < buckets.len() as f64
+    while service.metric("kache_planner_ingested_documents_total{kind=\"bucket_shard\"}")
+        < buckets.len() as f64
     {
         assert!(Instant::now() < deadline, "the shards were not ingested");
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(
-        metric(&service, "kache_planner_scan_skipped_documents_total"),
+        service.metric("kache_planner_scan_skipped_documents_total"),
         0.0
     );
 

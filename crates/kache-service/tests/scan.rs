@@ -17,17 +17,6 @@ fn write(root: &Path, name: &str, body: &str) {
     std::fs::write(path, body).unwrap();
 }
 
-/// The value of a metric line starting with `name` (0 when absent).
-fn metric(service: &Service, name: &str) -> f64 {
-    service
-        .get("/metrics")
-        .body
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -72,20 +61,14 @@ fn manifests_and_shards_in_the_bucket_are_learned_skipped_when_hostile_and_not_r
     let extra = ["--remote-dir", dir_arg.as_str(), "--scan-interval", "1"];
     let service = Service::start(&db, &extra);
     wait_for("the first scan", || {
-        metric(
-            &service,
-            "kache_planner_ingested_documents_total{kind=\"bucket_shard\"}",
-        ) >= 1.0
+        service.metric("kache_planner_ingested_documents_total{kind=\"bucket_shard\"}") >= 1.0
     });
     assert_eq!(
-        metric(
-            &service,
-            "kache_planner_ingested_documents_total{kind=\"bucket_manifest\"}"
-        ),
+        service.metric("kache_planner_ingested_documents_total{kind=\"bucket_manifest\"}"),
         1.0
     );
     assert_eq!(
-        metric(&service, "kache_planner_scan_skipped_documents_total"),
+        service.metric("kache_planner_scan_skipped_documents_total"),
         2.0
     );
 
@@ -105,7 +88,7 @@ fn manifests_and_shards_in_the_bucket_are_learned_skipped_when_hostile_and_not_r
     std::thread::sleep(Duration::from_secs(3));
     for kind in ["bucket_manifest", "bucket_shard"] {
         let name = format!("kache_planner_ingested_documents_total{{kind=\"{kind}\"}}");
-        assert_eq!(metric(&service, &name), 0.0, "{kind} rescanned");
+        assert_eq!(service.metric(&name), 0.0, "{kind} rescanned");
     }
     // …and picks up a document that changed.
     write(
@@ -117,10 +100,7 @@ fn manifests_and_shards_in_the_bucket_are_learned_skipped_when_hostile_and_not_r
         .to_string(),
     );
     wait_for("the changed manifest", || {
-        metric(
-            &service,
-            "kache_planner_ingested_documents_total{kind=\"bucket_manifest\"}",
-        ) >= 1.0
+        service.metric("kache_planner_ingested_documents_total{kind=\"bucket_manifest\"}") >= 1.0
     });
     let plan = service.plan(&json!({"crate_names": ["serde"]}));
     assert!(keys(&plan).contains(&key("serde-2")), "{plan}");

@@ -37,17 +37,6 @@ fn ingest(service: &Service, body: &str) {
     assert_eq!(reply.status, 200, "{}", reply.body);
 }
 
-/// The value of the metric line that starts with `prefix`.
-fn metric(service: &Service, prefix: &str) -> f64 {
-    service
-        .get("/metrics")
-        .body
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {prefix}"))
-}
-
 #[test]
 fn artifacts_of_another_identity_are_never_offered_and_unknown_ones_rank_last() {
     let (_dir, db) = temp_db();
@@ -202,13 +191,10 @@ fn feedback_is_authorised_validated_counted_and_stops_useless_guesses() {
     );
     let used = "kache_planner_feedback_candidates_total{source=\"history\",result=\"used\"}";
     let unused_bytes = "kache_planner_feedback_bytes_total{source=\"history\",result=\"unused\"}";
-    assert_eq!(metric(&service, used), 1.0);
-    assert_eq!(metric(&service, unused_bytes), 2_000.0);
+    assert_eq!(service.metric(used), 1.0);
+    assert_eq!(service.metric(unused_bytes), 2_000.0);
     assert_eq!(
-        metric(
-            &service,
-            "kache_planner_feedback_reports_total{outcome=\"ok\"}"
-        ),
+        service.metric("kache_planner_feedback_reports_total{outcome=\"ok\"}"),
         1.0
     );
 

@@ -47,17 +47,6 @@ fn inodes(paths: &[PathBuf]) -> HashSet<u64> {
         .collect()
 }
 
-/// Every blob still holds the bytes it is named after.
-fn assert_store_intact(world: &World) {
-    let out = world.kache(&["doctor", "--checksums"]);
-    assert!(
-        out.status.success(),
-        "the store is damaged:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn linked_outputs_survive_a_relink_by_every_linker_and_restore_linked() {
     let linkers: [(&str, &str); 3] = [
@@ -99,7 +88,7 @@ fn linked_outputs_survive_a_relink_by_every_linker_and_restore_linked() {
             relinked.is_disjoint(&inodes(&world.blobs())),
             "{linker} wrote into the linked file instead of replacing it"
         );
-        assert_store_intact(&world);
+        world.assert_store_verifies();
 
         // The stored (unchanged) blobs serve the next clean build, linked.
         world.cargo(&project, &["clean"]).ok();
@@ -144,7 +133,7 @@ fn a_write_in_place_through_a_link_is_a_miss_never_a_wrong_hit() {
     let run = world.cargo(&project, &["build"]).ok();
     assert_eq!(run.outcome("fx_macros"), "miss");
     assert_eq!(run_app(&project), EXPECTED_LINE);
-    assert_store_intact(&world);
+    world.assert_store_verifies();
     // The fresh compile stored good bytes again: the next build hits.
     world.cargo(&project, &["clean"]).ok();
     let run = world.cargo(&project, &["build"]).ok();

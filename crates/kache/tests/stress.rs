@@ -17,16 +17,6 @@ use std::time::Duration;
 use common::{EXPECTED_LINE, World, edit, run_app};
 use serde_json::Value;
 
-fn doctor_clean(world: &World) {
-    let out = world.kache(&["doctor", "--checksums"]);
-    assert!(
-        out.status.success(),
-        "the store does not verify:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Runs `cargo build` in every directory at once.
 fn build_all(world: &World, dirs: &[PathBuf]) -> Vec<Output> {
     let children: Vec<_> = dirs
@@ -88,7 +78,7 @@ fn sixteen_builds_of_four_projects_at_once_share_one_store() {
             "a compile fell back because of the store: {event}"
         );
     }
-    doctor_clean(&world);
+    world.assert_store_verifies();
     for copy in 0..4 {
         assert_eq!(run_app(&dirs[copy * 4]), EXPECTED_LINE);
         assert!(run_app(&dirs[copy * 4 + 1]).contains("answer=43"));
@@ -116,7 +106,7 @@ fn sixteen_builds_of_four_projects_at_once_share_one_store() {
             "a warm unit was not a hit: {event}"
         );
     }
-    doctor_clean(&world);
+    world.assert_store_verifies();
     assert_eq!(run_app(&dirs[0]), EXPECTED_LINE);
 }
 
@@ -156,7 +146,7 @@ fn builds_killed_at_random_moments_never_leave_an_entry_that_serves_wrong_bytes(
         std::thread::sleep(Duration::from_millis(delay_ms));
         kill_group(child.id());
         let _ = child.wait_with_output();
-        doctor_clean(&world);
+        world.assert_store_verifies();
     }
     // Whatever the kills left, a clean build is correct, and so is the one
     // served entirely from the store after it.
@@ -175,5 +165,5 @@ fn builds_killed_at_random_moments_never_leave_an_entry_that_serves_wrong_bytes(
         }
     }
     assert_eq!(run_app(&project), EXPECTED_LINE);
-    doctor_clean(&world);
+    world.assert_store_verifies();
 }

@@ -116,6 +116,17 @@ impl Service {
         post(&self.url, path, body, token)
     }
 
+    /// The value of the first `/metrics` line starting with `prefix` (a
+    /// name with its labels); 0 when there is none.
+    pub fn metric(&self, prefix: &str) -> f64 {
+        self.get("/metrics")
+            .body
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn plan(&self, intent: &Value) -> Value {
         let reply = self.post("/v2/prefetch-plan", &intent.to_string(), None);
         assert_eq!(reply.status, 200, "{}", reply.body);

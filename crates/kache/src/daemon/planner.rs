@@ -88,30 +88,41 @@ pub async fn decide(settings: &PlannerSettings, intent: &BuildIntent) -> Decisio
 }
 
 async fn ask(settings: &PlannerSettings, intent: &BuildIntent) -> Result<PrefetchPlan> {
+    let url = plan_url(&settings.endpoint);
+    let response = post_json(settings, &url, serde_json::to_vec(intent)?).await?;
+    let body = response.bytes().await.context("reading the plan")?;
+    serde_json::from_slice(&body).with_context(|| format!("{url} sent a malformed plan"))
+}
+
+/// POSTs a JSON body to the planner with its token, within its timeout;
+/// anything but a 2xx is an error.
+async fn post_json(
+    settings: &PlannerSettings,
+    url: &str,
+    body: Vec<u8>,
+) -> Result<reqwest::Response> {
     let timeout = Duration::from_millis(settings.timeout_ms.max(1));
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
         .build()
         .context("building the planner client")?;
-    let url = plan_url(&settings.endpoint);
     let mut request = client
-        .post(&url)
+        .post(url)
         .header("content-type", "application/json")
-        .body(serde_json::to_vec(intent)?);
+        .body(body);
     if let Some(token) = &settings.token {
         request = request.bearer_auth(token);
     }
     let response = request
         .send()
         .await
-        .with_context(|| format!("asking {url}"))?;
+        .with_context(|| format!("posting to {url}"))?;
     let status = response.status();
     if !status.is_success() {
         bail!("{url} answered {status}");
     }
-    let body = response.bytes().await.context("reading the plan")?;
-    serde_json::from_slice(&body).with_context(|| format!("{url} sent a malformed plan"))
+    Ok(response)
 }
 
 /// `{endpoint}/v2/plan-feedback`, beside the plan route.
@@ -135,27 +146,8 @@ pub struct Feedback {
 
 /// Sends one plan's feedback, within the planner timeout.
 pub async fn send_feedback(settings: &PlannerSettings, feedback: &Feedback) -> Result<()> {
-    let timeout = Duration::from_millis(settings.timeout_ms.max(1));
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .build()
-        .context("building the planner client")?;
     let url = feedback_url(&settings.endpoint);
-    let mut request = client
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(serde_json::to_vec(feedback)?);
-    if let Some(token) = &settings.token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("posting to {url}"))?;
-    if !response.status().is_success() {
-        bail!("{url} answered {}", response.status());
-    }
+    post_json(settings, &url, serde_json::to_vec(feedback)?).await?;
     Ok(())
 }
 

@@ -168,6 +168,18 @@ impl World {
             .collect()
     }
 
+    /// Panics unless `kache doctor --checksums` finds every blob holding the
+    /// bytes it is named after and every entry whole.
+    pub fn assert_store_verifies(&self) {
+        let out = self.kache(&["doctor", "--checksums"]);
+        assert!(
+            out.status.success(),
+            "the store does not verify:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Paths of every blob file in the store.
     pub fn blobs(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
