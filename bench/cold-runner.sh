@@ -93,7 +93,7 @@ run_b() {
     (cd "$dir" && cargo build --offline --quiet 2>/dev/null)
     wall=$(elapsed "$t0")
     sleep 1 # let in-flight prefetches land, so waste is counted whole
-    "$kache" daemon stop --drain 0 >/dev/null
+    "$kache" daemon stop --drain 0 >/dev/null # reports the plan's feedback
     python3 - "$cache" "$variant" "$mode" "$wall" "$plain" "$work/cache-a" <<'PY'
 import json, sqlite3, sys
 cache, variant, mode, wall, plain = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
@@ -121,6 +121,21 @@ PY
     unset RUSTC_WRAPPER KACHE_CACHE_DIR KACHE_NAMESPACE KACHE_PLANNER_ENDPOINT KACHE_PREFETCH KACHE_REMOTE_READ_ONLY
 }
 
+# What the planner heard back from the daemons (cumulative): candidates
+# used, downloaded and never used, and fetched by a compile before the
+# prefetch had them.
+feedback() {
+    curl -s "$planner/metrics" | python3 -c '
+import sys, collections
+total = collections.Counter()
+for line in sys.stdin:
+    if line.startswith("kache_planner_feedback_candidates_total{"):
+        result = line.split("result=\"")[1].split("\"")[0]
+        total[result] += float(line.rsplit(" ", 1)[1])
+used, unused, late = total["used"], total["unused"], total["late"]
+print(f"{used:.0f} {unused:.0f} {late:.0f}")'
+}
+
 # The variant: the same lockfile with one dependency moved (a new branch).
 cp -r "$work/a" "$work/src-same"; rm -rf "$work/src-same/target"
 cp -r "$work/src-same" "$work/src-bumped"
@@ -137,6 +152,13 @@ done
 echo "== fresh runner B (bumped variant: ${bumped:-none found, same lockfile})"
 for variant in same bumped; do
     for mode in none fallback planner; do
+        read -r u0 n0 l0 < <(feedback)
         run_b "$variant" "$mode"
+        if [ "$mode" = planner ]; then
+            read -r u1 n1 l1 < <(feedback)
+            awk -v u=$((u1 - u0)) -v n=$((n1 - n0)) -v l=$((l1 - l0)) 'BEGIN {
+                printf "         planner feedback: %d used, %d unused, %d late (precision %.2f)\n",
+                    u, n, l, (u + n) ? u / (u + n) : 1 }'
+        fi
     done
 done
