@@ -3,13 +3,13 @@
 //! fetching first.
 //!
 //! The intent lists crate names in the order the build needs them
-//! (dependencies first, from `cargo metadata`'s resolved graph), the
+//! (dependencies first, from the resolved graph in `Cargo.lock`), the
 //! namespace and the `Cargo.lock` packages. The plan is untrusted: every
 //! candidate must have a well-formed key and crate name, and anything that
 //! goes wrong (an error, `KACHE_PLANNER_TIMEOUT_MS`, a malformed plan) is
 //! the `Cargo.lock` fallback, exactly like `use_fallback`.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -171,8 +171,9 @@ fn validated(candidates: Vec<PlanCandidate>) -> Result<Vec<PlanCandidate>> {
 }
 
 /// The intent for the workspace of `lockfile`: crate names dependencies
-/// first and the graph between them (from `cargo metadata`; the
-/// `Cargo.lock` order and no graph when it fails), the namespace and every
+/// first and the graph between them (both from `Cargo.lock`'s resolved
+/// graph, read at once: asking `cargo metadata` first cost the plan a few
+/// hundred milliseconds of every build's start), the namespace, every
 /// `Cargo.lock` package, the build's identity when known, and the daemon's
 /// own candidate limit as the budget.
 pub fn intent(
@@ -181,17 +182,7 @@ pub fn intent(
     identity: Option<Identity>,
 ) -> Result<BuildIntent> {
     let cargo_lock_deps = crate::lockfile::packages(lockfile)?;
-    let (crate_names, crate_deps) = match build_graph(lockfile) {
-        Ok(graph) => graph,
-        Err(err) => {
-            tracing::debug!("no dependency order ({err:#}); using Cargo.lock order");
-            let names = cargo_lock_deps
-                .iter()
-                .map(|(name, _)| name.replace('-', "_"))
-                .collect();
-            (names, BTreeMap::new())
-        }
-    };
+    let (crate_names, crate_deps) = crate::lockfile::graph(lockfile)?;
     Ok(BuildIntent {
         crate_names,
         namespace,
@@ -203,101 +194,6 @@ pub fn intent(
             max_bytes: None,
         }),
     })
-}
-
-/// Crate → the library crates it uses directly.
-type Graph = BTreeMap<String, Vec<String>>;
-
-/// Library crate names in dependency order, and each one's direct library
-/// dependencies, from the resolved graph.
-fn build_graph(lockfile: &Path) -> Result<(Vec<String>, Graph)> {
-    let manifest = lockfile.with_file_name("Cargo.toml");
-    let output =
-        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args([
-                "metadata",
-                "--format-version",
-                "1",
-                "--offline",
-                "--locked",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .output()
-            .context("running cargo metadata")?;
-    if !output.status.success() {
-        bail!("cargo metadata failed");
-    }
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let mut names: BTreeMap<&str, String> = BTreeMap::new();
-    for package in json["packages"].as_array().into_iter().flatten() {
-        let id = package["id"].as_str().unwrap_or_default();
-        let lib = package["targets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|t| {
-                t["kind"].as_array().is_some_and(|k| {
-                    k.iter().any(|k| {
-                        k != "bin"
-                            && k != "test"
-                            && k != "example"
-                            && k != "bench"
-                            && k != "custom-build"
-                    })
-                })
-            })
-            .and_then(|t| t["name"].as_str())
-            .map(|n| n.replace('-', "_"));
-        if let Some(lib) = lib {
-            names.insert(id, lib);
-        }
-    }
-    // Kahn's algorithm over the resolved graph: a crate after its deps.
-    let mut deps: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for node in json["resolve"]["nodes"].as_array().into_iter().flatten() {
-        let id = node["id"].as_str().unwrap_or_default();
-        let list: Vec<&str> = node["dependencies"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|d| d.as_str())
-            .collect();
-        for dep in &list {
-            dependents.entry(dep).or_default().push(id);
-        }
-        deps.insert(id, list);
-    }
-    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (id, list) in &deps {
-        let Some(name) = names.get(id) else { continue };
-        let used: Vec<String> = list.iter().filter_map(|d| names.get(d).cloned()).collect();
-        if !used.is_empty() {
-            graph.insert(name.clone(), used);
-        }
-    }
-    let mut remaining: BTreeMap<&str, usize> = deps.iter().map(|(id, d)| (*id, d.len())).collect();
-    let mut ready: VecDeque<&str> = remaining
-        .iter()
-        .filter(|(_, n)| **n == 0)
-        .map(|(id, _)| *id)
-        .collect();
-    let mut order = Vec::new();
-    while let Some(id) = ready.pop_front() {
-        if let Some(name) = names.get(id) {
-            order.push(name.clone());
-        }
-        for dependent in dependents.get(id).into_iter().flatten() {
-            if let Some(n) = remaining.get_mut(dependent) {
-                *n -= 1;
-                if *n == 0 {
-                    ready.push_back(dependent);
-                }
-            }
-        }
-    }
-    Ok((order, graph))
 }
 
 #[cfg(test)]
