@@ -206,19 +206,31 @@ pub async fn build_start(state: Arc<State>, start: BuildStart) -> (usize, String
                 plan_id,
                 candidates,
             } => {
-                let wanted: Vec<(String, String)> = candidates
+                let mut wanted: Vec<(String, String)> = candidates
                     .into_iter()
                     .map(|c| (c.crate_name.to_string(), c.cache_key.to_string()))
                     .collect();
                 let offered: Vec<String> = wanted.iter().map(|(_, key)| key.clone()).collect();
                 let count = wanted.len();
-                let imported = import_in_order(&state, &start.remote, wanted).await;
+                // An intent names libraries; build scripts (all named
+                // `build_script_build`, run before their crate compiles)
+                // come first, as the `Cargo.lock` prefetch takes them.
+                if let Ok(scripts) = start
+                    .remote
+                    .list_entries(|c| c == "build_script_build")
+                    .await
+                {
+                    wanted.splice(0..0, scripts);
+                }
+                let mut imported = import_in_order(&state, &start.remote, wanted).await;
+                let done = imported.len();
+                // Feedback is about the plan's own candidates.
+                imported.retain(|key| offered.contains(key));
                 info!(
                     candidates = count,
                     imported = imported.len(),
                     "prefetched the planner's plan"
                 );
-                let done = imported.len();
                 feedback::remember(
                     &state,
                     PendingPlan {
