@@ -24,10 +24,9 @@
 //! most compile time per byte are kept, still in the build's order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-
-use std::sync::Arc;
 
 use crate::manifest::{Identity, shard_bucket, shard_hash};
 
@@ -110,8 +109,9 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// Which source offered a candidate (the `source` label of the metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which source offered a candidate (the `source` label of the metrics),
+/// strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourceKind {
     Exact,
     History,
@@ -260,8 +260,8 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
     }
 
     let identity = intent.identity.as_ref();
-    // (crate position, source strength, rank within crate) → candidate
-    let mut chosen: Vec<(usize, u8, usize, Known)> = Vec::new();
+    // (crate position, source, rank within crate) → candidate
+    let mut chosen: Vec<(usize, SourceKind, usize, Known)> = Vec::new();
     let mut resolved: HashSet<String> = HashSet::new();
     // Changed crates and their dependents → their keys that cannot hit.
     let mut stale: HashMap<String, HashSet<String>> = HashMap::new();
@@ -320,13 +320,16 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
             rank(&mut known);
             let at = *position.entry(name.clone()).or_insert(usize::MAX);
             for (i, k) in known.into_iter().enumerate() {
-                chosen.push((at, 0, i, k));
+                chosen.push((at, SourceKind::Exact, i, k));
             }
             resolved.insert(name);
         }
     }
 
-    for (strength, lookup) in [(1u8, S::history as fn(&S, &str) -> _), (2, S::known_keys)] {
+    for (strength, lookup) in [
+        (SourceKind::History, S::history as fn(&S, &str) -> _),
+        (SourceKind::Known, S::known_keys),
+    ] {
         for name in &order[..named] {
             if resolved.contains(name) {
                 continue;
@@ -353,12 +356,8 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
     let mut candidates: Vec<Chosen> = chosen
         .into_iter()
         .filter(|c| seen.insert(c.3.cache_key.clone()))
-        .map(|(_, strength, _, known)| Chosen {
-            source: match strength {
-                0 => SourceKind::Exact,
-                1 => SourceKind::History,
-                _ => SourceKind::Known,
-            },
+        .map(|(_, source, _, known)| Chosen {
+            source,
             candidate: candidate(known),
         })
         .collect();

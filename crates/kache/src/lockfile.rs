@@ -5,14 +5,19 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// Every `[[package]]` of the lock file at `path`, in file order.
-pub fn packages(path: &Path) -> Result<Vec<(String, String)>> {
+fn read(path: &Path) -> Result<toml::Table> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let lock: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(lock
-        .get("package")
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// Every `[[package]]` of the lock file at `path`, in file order.
+pub fn packages(path: &Path) -> Result<Vec<(String, String)>> {
+    Ok(packages_in(&read(path)?))
+}
+
+fn packages_in(lock: &toml::Table) -> Vec<(String, String)> {
+    lock.get("package")
         .and_then(|p| p.as_array())
         .into_iter()
         .flatten()
@@ -22,21 +27,27 @@ pub fn packages(path: &Path) -> Result<Vec<(String, String)>> {
                 p.get("version")?.as_str()?.to_string(),
             ))
         })
-        .collect())
+        .collect()
 }
 
 /// Crate → the crates it uses directly.
 pub type Graph = BTreeMap<String, Vec<String>>;
 
-/// The resolved graph the lock file records: library crate names (a
-/// package's name with `-` as `_`) dependencies first, and each one's
-/// direct dependencies. Read from the file alone — no `cargo metadata`
-/// process — so a build's plan can be asked for at once.
-pub fn graph(path: &Path) -> Result<(Vec<String>, Graph)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let lock: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+/// What a lock file says, read once: its packages and its resolved graph.
+pub struct Resolved {
+    /// `(name, version)` of every package, in file order.
+    pub packages: Vec<(String, String)>,
+    /// Library crate names (a package's name with `-` as `_`), a crate
+    /// after everything it uses.
+    pub order: Vec<String>,
+    /// Each crate's direct dependencies (crates without any are absent).
+    pub deps: Graph,
+}
+
+/// The lock file at `path`, packages and graph. Read from the file alone —
+/// no `cargo metadata` process — so a build's plan can be asked for at once.
+pub fn resolved(path: &Path) -> Result<Resolved> {
+    let lock = read(path)?;
     let crate_of = |name: &str| name.replace('-', "_");
     let mut deps: Graph = BTreeMap::new();
     let mut file_order = Vec::new();
@@ -101,7 +112,11 @@ pub fn graph(path: &Path) -> Result<(Vec<String>, Graph)> {
         }
     }
     deps.retain(|_, list| !list.is_empty());
-    Ok((order, deps))
+    Ok(Resolved {
+        packages: packages_in(&lock),
+        order,
+        deps,
+    })
 }
 
 /// The package an entry's crate belongs to: its library (`serde_json` →
@@ -152,7 +167,12 @@ dependencies = ["itoa 1.0.15"]
 "#,
         )
         .unwrap();
-        let (order, graph) = graph(&lock).unwrap();
+        let Resolved {
+            packages,
+            order,
+            deps: graph,
+        } = resolved(&lock).unwrap();
+        assert_eq!(packages.len(), 3);
         assert_eq!(order, ["itoa", "serde_json", "app"]);
         assert_eq!(graph["app"], ["serde_json", "itoa"]);
         assert_eq!(graph["serde_json"], ["itoa"]);

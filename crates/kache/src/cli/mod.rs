@@ -136,3 +136,20 @@ fn age(unix_secs: u64) -> String {
         _ => format!("{}d", secs / 86400),
     }
 }
+
+/// `rustc -vV` as the build sees it (run in the workspace, so a
+/// `rust-toolchain` file counts), stdout then stderr like the wrapper's.
+pub fn rustc_vv(dir: &std::path::Path) -> Result<String> {
+    let output =
+        std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
+            .arg("-vV")
+            .current_dir(dir)
+            .output()
+            .context("running rustc -vV")?;
+    if !output.status.success() {
+        anyhow::bail!("rustc -vV failed with {}", output.status);
+    }
+    let mut text = String::from_utf8_lossy(&output.stdout).to_string();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Ok(text)
+}

@@ -50,7 +50,7 @@ fn identity(args: &Args, root: &std::path::Path) -> Option<kache_core::manifest:
     if let Some(target) = &args.target {
         cargo.extend(["--target".to_string(), target.clone()]);
     }
-    let rustc_vv = super::save_manifest::rustc_vv(root).ok()?;
+    let rustc_vv = super::rustc_vv(root).ok()?;
     kache_core::manifest::Identity::of_cargo(&cargo, &rustc_vv)
 }
 

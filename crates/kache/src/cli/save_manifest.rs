@@ -60,7 +60,7 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
         .lockfile
         .parent()
         .unwrap_or(std::path::Path::new("."));
-    let rustc_vv = rustc_vv(root)?;
+    let rustc_vv = super::rustc_vv(root)?;
     let manifest_key = match args.manifest_key {
         Some(key) => key,
         None => Identity::host_of(&rustc_vv)
@@ -217,23 +217,6 @@ pub fn shards(workspace: &Workspace, manifest: &BuildManifest) -> Vec<(String, S
         }
     }
     out
-}
-
-/// `rustc -vV` as the build sees it (run in the workspace, so a
-/// `rust-toolchain` file counts), stdout then stderr like the wrapper's.
-pub fn rustc_vv(dir: &std::path::Path) -> Result<String> {
-    let output =
-        std::process::Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
-            .arg("-vV")
-            .current_dir(dir)
-            .output()
-            .context("running rustc -vV")?;
-    if !output.status.success() {
-        bail!("rustc -vV failed with {}", output.status);
-    }
-    let mut text = String::from_utf8_lossy(&output.stdout).to_string();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    Ok(text)
 }
 
 /// The identity every library entry shares, or `None` when it is not

@@ -181,13 +181,12 @@ pub fn intent(
     namespace: Option<String>,
     identity: Option<Identity>,
 ) -> Result<BuildIntent> {
-    let cargo_lock_deps = crate::lockfile::packages(lockfile)?;
-    let (crate_names, crate_deps) = crate::lockfile::graph(lockfile)?;
+    let lock = crate::lockfile::resolved(lockfile)?;
     Ok(BuildIntent {
-        crate_names,
+        crate_names: lock.order,
         namespace,
-        cargo_lock_deps,
-        crate_deps,
+        cargo_lock_deps: lock.packages,
+        crate_deps: lock.deps,
         identity,
         budget: Some(Budget {
             max_candidates: Some(MAX_PLAN_CANDIDATES),
