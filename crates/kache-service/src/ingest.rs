@@ -114,7 +114,7 @@ impl Backend {
                 match (self.state.artifact(&obs.cache_key), mode) {
                     (Some(_), Mode::Idempotent) => {}
                     (Some(old), Mode::Count) => {
-                        let mut next = old;
+                        let mut next = old.clone();
                         next.seen_count += 1;
                         next.last_seen = now;
                         if obs.compile_time_ms > 0 {

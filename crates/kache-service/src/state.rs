@@ -122,12 +122,9 @@ impl PlanSource for FailingSource<'_> {
     }
 }
 
-/// One artifact: shared strings, no hashing to reach it from a sighting.
+/// One artifact as plans read it: shared strings, no hashing to reach it.
 #[derive(Debug)]
 struct ArtifactSlot {
-    /// False while only sightings name it (an artifact record may load
-    /// after them).
-    recorded: bool,
     cache_key: Arc<str>,
     crate_name: Arc<str>,
     compile_time_ms: u64,
@@ -148,16 +145,15 @@ struct SightingSlot {
 
 /// The in-memory state.
 ///
-/// Artifacts live once, in the `slots` arena; the sighting records ingest
-/// reads and writes sit beside `views` that plans read. A lookup walks
-/// indices and clones reference-counted strings, so planning hashes nothing
-/// per candidate and allocates only the `Known` list itself.
+/// The records ingest reads and writes (`sightings`, `artifacts`) sit beside
+/// arenas that plans read: a lookup walks indices into `slots` and `views`
+/// and clones reference-counted strings, so planning hashes nothing per
+/// candidate and allocates only the `Known` list itself.
 #[derive(Debug, Default)]
 pub struct State {
     sightings: HashMap<String, Sighting>,
+    artifacts: HashMap<String, Artifact>,
     slots: Vec<ArtifactSlot>,
-    /// Slots with an artifact record.
-    recorded: usize,
     slot_of: HashMap<String, u32>,
     views: Vec<SightingSlot>,
     view_of: HashMap<String, u32>,
@@ -183,7 +179,6 @@ impl State {
         }
         let at = self.slots.len() as u32;
         self.slots.push(ArtifactSlot {
-            recorded: false,
             cache_key: Arc::from(cache_key),
             crate_name: Arc::from(crate_name),
             compile_time_ms: 0,
@@ -244,9 +239,9 @@ impl State {
     }
 
     pub fn put_artifact(&mut self, artifact: Artifact) {
+        let known = self.artifacts.contains_key(&artifact.cache_key);
         let at = self.slot(&artifact.cache_key, &artifact.crate_name);
-        if !self.slots[at as usize].recorded {
-            self.recorded += 1;
+        if !known {
             self.by_crate
                 .entry(normalize_crate(&artifact.crate_name))
                 .or_default()
@@ -259,7 +254,6 @@ impl State {
                 .clone()
         });
         let slot = &mut self.slots[at as usize];
-        slot.recorded = true;
         slot.crate_name = Arc::from(artifact.crate_name.as_str());
         slot.compile_time_ms = artifact.compile_time_ms;
         slot.size = artifact.size;
@@ -268,24 +262,15 @@ impl State {
         if identity.is_some() {
             slot.identity = identity;
         }
+        self.artifacts.insert(artifact.cache_key.clone(), artifact);
     }
 
-    /// The artifact record of `key`, if there is one.
-    pub fn artifact(&self, key: &str) -> Option<Artifact> {
-        let slot = &self.slots[*self.slot_of.get(key)? as usize];
-        slot.recorded.then(|| Artifact {
-            cache_key: slot.cache_key.to_string(),
-            crate_name: slot.crate_name.to_string(),
-            compile_time_ms: slot.compile_time_ms,
-            size: slot.size,
-            seen_count: slot.seen_count,
-            last_seen: slot.last_seen,
-            identity: slot.identity.as_deref().cloned(),
-        })
+    pub fn artifact(&self, key: &str) -> Option<&Artifact> {
+        self.artifacts.get(key)
     }
 
     pub fn artifact_count(&self) -> usize {
-        self.recorded
+        self.artifacts.len()
     }
 
     /// Distinct crates (by normalised name) with at least one artifact.
