@@ -1,6 +1,8 @@
 //! Remote wire documents: per-entry manifests, build manifests and
 //! `Cargo.lock` shards.
 
+use std::borrow::Borrow;
+
 use serde::{Deserialize, Serialize};
 
 /// Version of the manifest and shard documents.
@@ -155,12 +157,24 @@ pub fn shard_bucket(package_name: &str) -> u64 {
 
 /// A shard's name: the blake3 hex of its packages written `name@version`,
 /// sorted, joined by `|`.
-pub fn shard_hash(packages: &[(String, String)]) -> String {
-    let mut items: Vec<String> = packages.iter().map(|(n, v)| format!("{n}@{v}")).collect();
-    items.sort();
-    blake3::hash(items.join("|").as_bytes())
-        .to_hex()
-        .to_string()
+pub fn shard_hash<P: Borrow<(String, String)>>(packages: &[P]) -> String {
+    // Compared and hashed as the `name@version` strings they stand for,
+    // without building them: the planner hashes every bucket of every plan.
+    fn spelled((name, version): &(String, String)) -> impl Iterator<Item = u8> + '_ {
+        name.bytes().chain([b'@']).chain(version.bytes())
+    }
+    let mut sorted: Vec<&(String, String)> = packages.iter().map(Borrow::borrow).collect();
+    sorted.sort_by(|a, b| spelled(a).cmp(spelled(b)));
+    let mut hasher = blake3::Hasher::new();
+    for (i, (name, version)) in sorted.into_iter().enumerate() {
+        if i > 0 {
+            hasher.update(b"|");
+        }
+        hasher.update(name.as_bytes());
+        hasher.update(b"@");
+        hasher.update(version.as_bytes());
+    }
+    hasher.finalize().to_hex().to_string()
 }
 
 #[cfg(test)]
@@ -182,6 +196,16 @@ mod tests {
             blake3::hash(b"anyhow@1.0.0|serde@1.0.210")
                 .to_hex()
                 .to_string()
+        );
+        // Sorted as the joined strings, not as (name, version) pairs:
+        // `a-b@1` comes before `a@1` because `-` sorts before `@`.
+        let prefix = [
+            ("a".to_string(), "1".to_string()),
+            ("a-b".into(), "1".into()),
+        ];
+        assert_eq!(
+            shard_hash(&prefix),
+            blake3::hash(b"a-b@1|a@1").to_hex().to_string()
         );
     }
 

@@ -23,7 +23,11 @@
 //! used are not guessed again. Within a budget, the candidates that save the
 //! most compile time per byte are kept, still in the build's order.
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -77,15 +81,18 @@ pub enum Disposition {
 }
 
 /// The plan returned to the client. Only `disposition` is required.
+///
+/// Generic over the candidates' strings: clients read owned ones, the
+/// service writes ones borrowed from its state (a plan copies no strings).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PrefetchPlan {
+pub struct PrefetchPlan<S = Arc<str>> {
     #[serde(default)]
     pub plan_id: String,
     #[serde(default)]
     pub planner: String,
     pub disposition: Disposition,
-    #[serde(default)]
-    pub candidates: Vec<PlanCandidate>,
+    #[serde(default = "Vec::new")]
+    pub candidates: Vec<PlanCandidate<S>>,
     /// Why the plan falls back (`no_state`, `no_candidates`,
     /// `planning_error`); absent on `execute`. An addition to the contract.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,10 +101,9 @@ pub struct PrefetchPlan {
 
 /// One artifact worth fetching.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PlanCandidate {
-    /// Shared with the planner's state: a plan copies no strings.
-    pub cache_key: Arc<str>,
-    pub crate_name: Arc<str>,
+pub struct PlanCandidate<S = Arc<str>> {
+    pub cache_key: S,
+    pub crate_name: S,
     /// What compiling it cost, when known (0: unknown). Additive fields.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub compile_time_ms: u64,
@@ -128,26 +134,28 @@ impl SourceKind {
     }
 }
 
-/// A candidate and the source that offered it.
+/// A candidate, borrowed from the source's state, and the source that
+/// offered it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chosen {
-    pub candidate: PlanCandidate,
+pub struct Chosen<'a> {
+    pub candidate: PlanCandidate<&'a str>,
     pub source: SourceKind,
 }
 
-/// What the planner knows about one artifact in one context.
+/// What the planner knows about one artifact in one context, borrowed from
+/// the source: looking up an artifact copies nothing and touches no shared
+/// reference count.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Known {
-    /// Shared: a source hands out clones of its own strings.
-    pub cache_key: Arc<str>,
-    pub crate_name: Arc<str>,
+pub struct Known<'a> {
+    pub cache_key: &'a str,
+    pub crate_name: &'a str,
     pub seen_count: u64,
     /// Milliseconds since the Unix epoch.
     pub last_seen_ms: u64,
     pub compile_time_ms: u64,
     pub size_bytes: u64,
     /// The identity it was built for, when a document said.
-    pub identity: Option<Arc<Identity>>,
+    pub identity: Option<&'a Identity>,
 }
 
 /// The state a plan is computed from. Implemented by the service's state and,
@@ -162,17 +170,17 @@ pub trait PlanSource {
         namespace: &str,
         name: &str,
         version: &str,
-    ) -> Result<Vec<Known>, Self::Error>;
+    ) -> Result<Vec<Known<'_>>, Self::Error>;
     /// Artifacts of the shard `shard_hash` ingested for `namespace`.
-    fn shard(&self, namespace: &str, shard_hash: &str) -> Result<Vec<Known>, Self::Error>;
-    /// Artifacts recorded in build history for a crate.
-    fn history(&self, crate_name: &str) -> Result<Vec<Known>, Self::Error>;
-    /// Any key known for a crate.
-    fn known_keys(&self, crate_name: &str) -> Result<Vec<Known>, Self::Error>;
+    fn shard(&self, namespace: &str, shard_hash: &str) -> Result<Vec<Known<'_>>, Self::Error>;
+    /// Artifacts recorded in build history for a crate, best first
+    /// ([`rank_order`]): a plan takes the first few that qualify.
+    fn history(&self, crate_name: &str) -> Result<impl Iterator<Item = Known<'_>>, Self::Error>;
+    /// Any key known for a crate, best first ([`rank_order`]).
+    fn known_keys(&self, crate_name: &str) -> Result<impl Iterator<Item = Known<'_>>, Self::Error>;
     /// Every key `namespace`'s shards recorded for a crate, whatever the
     /// shard: what this namespace built the crate as before.
-    fn namespace_keys(&self, namespace: &str, crate_name: &str)
-    -> Result<Vec<String>, Self::Error>;
+    fn namespace_keys(&self, namespace: &str, crate_name: &str) -> Result<Vec<&str>, Self::Error>;
     /// True for a key plans offered again and again and builds never used:
     /// it is not guessed any more (an exact match still offers it).
     fn never_used(&self, _cache_key: &str) -> bool {
@@ -200,8 +208,8 @@ impl Fallback {
 
 /// The result of planning, before the service adds `plan_id` and `planner`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Planned {
-    Execute(Vec<Chosen>),
+pub enum Planned<'a> {
+    Execute(Vec<Chosen<'a>>),
     Fallback(Fallback),
 }
 
@@ -209,38 +217,67 @@ pub enum Planned {
 pub const WEAKER_SOURCE_LIMIT: usize = 3;
 
 /// Cargo writes package names with `-`, rustc crate names use `_`.
-pub fn normalize_crate(name: &str) -> String {
-    name.replace('-', "_")
-}
-
-/// Drops what was built for another identity than `wanted`.
-fn keep_identity(known: &mut Vec<Known>, wanted: Option<&Identity>) {
-    if let Some(wanted) = wanted {
-        known.retain(|k| k.identity.as_deref().is_none_or(|i| i == wanted));
+/// Borrowed when there is nothing to replace.
+pub fn normalize_crate(name: &str) -> Cow<'_, str> {
+    if name.contains('-') {
+        Cow::Owned(name.replace('-', "_"))
+    } else {
+        Cow::Borrowed(name)
     }
 }
 
-/// A known identity first (only matching ones are left), then most recently
-/// seen, then most often seen, then by key for stability.
-fn rank(known: &mut [Known]) {
-    known.sort_by(|a, b| {
-        b.identity
-            .is_some()
-            .cmp(&a.identity.is_some())
-            .then(b.last_seen_ms.cmp(&a.last_seen_ms))
-            .then(b.seen_count.cmp(&a.seen_count))
-            .then(a.cache_key.cmp(&b.cache_key))
-    });
+/// Drops what was built for another identity than `wanted`.
+fn keep_identity(known: &mut Vec<Known<'_>>, wanted: Option<&Identity>) {
+    if let Some(wanted) = wanted {
+        known.retain(|k| k.identity.is_none_or(|i| i == wanted));
+    }
+}
+
+/// The order a crate's artifacts are offered in: a known identity first
+/// (only matching ones are left by then), then most recently seen, then most
+/// often seen, then by key for stability.
+pub fn rank_order(a: &Known<'_>, b: &Known<'_>) -> Ordering {
+    b.identity
+        .is_some()
+        .cmp(&a.identity.is_some())
+        .then(b.last_seen_ms.cmp(&a.last_seen_ms))
+        .then(b.seen_count.cmp(&a.seen_count))
+        .then(a.cache_key.cmp(b.cache_key))
+}
+
+fn rank(known: &mut [Known<'_>]) {
+    known.sort_by(rank_order);
+}
+
+/// The first [`WEAKER_SOURCE_LIMIT`] of a weaker source's ranked keys that
+/// can hit: not built against a changed dependency, not given up on, not of
+/// another identity.
+fn best_guesses<'a, S: PlanSource>(
+    ranked: impl Iterator<Item = Known<'a>>,
+    stale: Option<&HashSet<&str>>,
+    identity: Option<&Identity>,
+    source: &S,
+) -> impl Iterator<Item = Known<'a>> {
+    ranked
+        .filter(move |k| stale.is_none_or(|stale| !stale.contains(k.cache_key)))
+        .filter(move |k| identity.is_none_or(|wanted| k.identity.is_none_or(|i| i == wanted)))
+        .filter(|k| !source.never_used(k.cache_key))
+        .take(WEAKER_SOURCE_LIMIT)
 }
 
 /// Plans `intent` against `source`. Errors from the source propagate; the
 /// caller turns them into `use_fallback` with `planning_error`.
-pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, S::Error> {
+pub fn plan<'a, S: PlanSource>(
+    intent: &BuildIntent,
+    source: &'a S,
+) -> Result<Planned<'a>, S::Error> {
     if source.is_empty()? {
         return Ok(Planned::Fallback(Fallback::NoState));
     }
-    let mut order: Vec<String> = Vec::new();
-    let mut position: HashMap<String, usize> = HashMap::new();
+    // Maps keyed by what a request sent are seeded per process (foldhash),
+    // so no intent can make them degrade.
+    let mut order: Vec<Cow<str>> = Vec::new();
+    let mut position: FastMap<Cow<str>, usize> = FastMap::default();
     for name in &intent.crate_names {
         let name = normalize_crate(name);
         if !position.contains_key(&name) {
@@ -261,22 +298,19 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
 
     let identity = intent.identity.as_ref();
     // (crate position, source, rank within crate) → candidate
-    let mut chosen: Vec<(usize, SourceKind, usize, Known)> = Vec::new();
-    let mut resolved: HashSet<String> = HashSet::new();
+    let mut chosen: Vec<(usize, SourceKind, usize, Known<'a>)> = Vec::new();
+    let mut resolved: FastSet<Cow<str>> = FastSet::default();
     // Changed crates and their dependents → their keys that cannot hit.
-    let mut stale: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut stale: FastMap<Cow<str>, HashSet<&'a str>> = FastMap::default();
 
     if let Some(namespace) = intent.namespace.as_deref() {
         let mut exact = Vec::new();
         for (name, version) in &intent.cargo_lock_deps {
             exact.extend(source.exact_dep(namespace, name, version)?);
         }
-        let mut buckets: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
+        let mut buckets: BTreeMap<u64, Vec<&(String, String)>> = BTreeMap::new();
         for dep in &intent.cargo_lock_deps {
-            buckets
-                .entry(shard_bucket(&dep.0))
-                .or_default()
-                .push(dep.clone());
+            buckets.entry(shard_bucket(&dep.0)).or_default().push(dep);
         }
         let mut changed = Vec::new();
         for packages in buckets.values() {
@@ -296,16 +330,17 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
                 built_before.push(name);
             }
         }
+        let built_before = built_before.iter().map(|name| name.to_string()).collect();
         for name in dependents(&intent.crate_deps, built_before) {
-            if let std::collections::hash_map::Entry::Vacant(slot) = stale.entry(name) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = stale.entry(name.into()) {
                 let keys = source.namespace_keys(namespace, slot.key())?;
                 slot.insert(keys.into_iter().collect());
             }
         }
-        let mut by_crate: BTreeMap<String, Vec<Known>> = BTreeMap::new();
+        let mut by_crate: BTreeMap<Cow<str>, Vec<Known<'a>>> = BTreeMap::new();
         for known in exact {
             by_crate
-                .entry(normalize_crate(&known.crate_name))
+                .entry(normalize_crate(known.crate_name))
                 .or_default()
                 .push(known);
         }
@@ -326,36 +361,32 @@ pub fn plan<S: PlanSource>(intent: &BuildIntent, source: &S) -> Result<Planned, 
         }
     }
 
-    for (strength, lookup) in [
-        (SourceKind::History, S::history as fn(&S, &str) -> _),
-        (SourceKind::Known, S::known_keys),
-    ] {
+    for strength in [SourceKind::History, SourceKind::Known] {
         for name in &order[..named] {
             if resolved.contains(name) {
                 continue;
             }
-            let mut known = lookup(source, name)?;
-            if let Some(stale) = stale.get(name) {
-                known.retain(|k| !stale.contains(&*k.cache_key));
+            let (stale, at) = (stale.get(name), position[name]);
+            let before = chosen.len();
+            let picked = |(i, k)| (at, strength, i, k);
+            if strength == SourceKind::History {
+                let best = best_guesses(source.history(name)?, stale, identity, source);
+                chosen.extend(best.enumerate().map(picked));
+            } else {
+                let best = best_guesses(source.known_keys(name)?, stale, identity, source);
+                chosen.extend(best.enumerate().map(picked));
             }
-            known.retain(|k| !source.never_used(&k.cache_key));
-            keep_identity(&mut known, identity);
-            if known.is_empty() {
-                continue;
+            if chosen.len() > before {
+                resolved.insert(name.clone());
             }
-            rank(&mut known);
-            for (i, k) in known.into_iter().take(WEAKER_SOURCE_LIMIT).enumerate() {
-                chosen.push((position[name], strength, i, k));
-            }
-            resolved.insert(name.clone());
         }
     }
 
     chosen.sort_by_key(|c| (c.0, c.1, c.2));
-    let mut seen: rustc_hash::FxHashSet<Arc<str>> = Default::default();
+    let mut seen: FastSet<&str> = FastSet::default();
     let mut candidates: Vec<Chosen> = chosen
         .into_iter()
-        .filter(|c| seen.insert(c.3.cache_key.clone()))
+        .filter(|c| seen.insert(c.3.cache_key))
         .map(|(_, source, _, known)| Chosen {
             source,
             candidate: candidate(known),
@@ -377,7 +408,7 @@ fn dependents(graph: &BTreeMap<String, Vec<String>>, changed: Vec<String>) -> Ha
     for (name, deps) in graph {
         for dep in deps {
             users
-                .entry(normalize_crate(dep))
+                .entry(normalize_crate(dep).into_owned())
                 .or_default()
                 .push(name.as_str());
         }
@@ -386,7 +417,7 @@ fn dependents(graph: &BTreeMap<String, Vec<String>>, changed: Vec<String>) -> Ha
     let mut queue = changed;
     while let Some(name) = queue.pop() {
         for user in users.get(&name).into_iter().flatten() {
-            let user = normalize_crate(user);
+            let user = normalize_crate(user).into_owned();
             if found.insert(user.clone()) {
                 queue.push(user);
             }
@@ -398,10 +429,10 @@ fn dependents(graph: &BTreeMap<String, Vec<String>>, changed: Vec<String>) -> Ha
 /// Keeps the candidates that save the most compile time per byte until
 /// either limit is reached, in their original (build) order. A candidate
 /// of unknown size or time is worth the least: known values come first.
-fn within_budget(candidates: &mut Vec<Chosen>, budget: Budget) {
+fn within_budget(candidates: &mut Vec<Chosen<'_>>, budget: Budget) {
     let max_count = budget.max_candidates.unwrap_or(usize::MAX);
     let max_bytes = budget.max_bytes.unwrap_or(u64::MAX);
-    let density = |c: &PlanCandidate| c.compile_time_ms as f64 / c.size_bytes.max(1) as f64;
+    let density = |c: &PlanCandidate<&str>| c.compile_time_ms as f64 / c.size_bytes.max(1) as f64;
     let mut by_value: Vec<usize> = (0..candidates.len()).collect();
     by_value.sort_by(|&a, &b| {
         let (a, b) = (&candidates[a].candidate, &candidates[b].candidate);
@@ -428,7 +459,7 @@ fn within_budget(candidates: &mut Vec<Chosen>, budget: Budget) {
     });
 }
 
-fn candidate(known: Known) -> PlanCandidate {
+fn candidate(known: Known<'_>) -> PlanCandidate<&str> {
     PlanCandidate {
         cache_key: known.cache_key,
         crate_name: known.crate_name,
@@ -443,10 +474,10 @@ mod tests {
 
     #[derive(Default)]
     struct Fake {
-        deps: HashMap<(String, String), Vec<Known>>,
-        shards: HashMap<(String, String), Vec<Known>>,
-        history: HashMap<String, Vec<Known>>,
-        keys: HashMap<String, Vec<Known>>,
+        deps: HashMap<(String, String), Vec<Known<'static>>>,
+        shards: HashMap<(String, String), Vec<Known<'static>>>,
+        history: HashMap<String, Vec<Known<'static>>>,
+        keys: HashMap<String, Vec<Known<'static>>>,
         fail: bool,
     }
 
@@ -463,7 +494,7 @@ mod tests {
             ns: &str,
             name: &str,
             version: &str,
-        ) -> Result<Vec<Known>, Self::Error> {
+        ) -> Result<Vec<Known<'_>>, Self::Error> {
             if self.fail {
                 return Err("broken");
             }
@@ -473,35 +504,46 @@ mod tests {
                 .cloned()
                 .unwrap_or_default())
         }
-        fn shard(&self, ns: &str, hash: &str) -> Result<Vec<Known>, Self::Error> {
+        fn shard(&self, ns: &str, hash: &str) -> Result<Vec<Known<'_>>, Self::Error> {
             Ok(self
                 .shards
                 .get(&(ns.to_string(), hash.to_string()))
                 .cloned()
                 .unwrap_or_default())
         }
-        fn history(&self, name: &str) -> Result<Vec<Known>, Self::Error> {
-            Ok(self.history.get(name).cloned().unwrap_or_default())
+        fn history(&self, name: &str) -> Result<impl Iterator<Item = Known<'_>>, Self::Error> {
+            Ok(ranked(self.history.get(name)))
         }
-        fn known_keys(&self, name: &str) -> Result<Vec<Known>, Self::Error> {
-            Ok(self.keys.get(name).cloned().unwrap_or_default())
+        fn known_keys(&self, name: &str) -> Result<impl Iterator<Item = Known<'_>>, Self::Error> {
+            Ok(ranked(self.keys.get(name)))
         }
-        fn namespace_keys(&self, ns: &str, name: &str) -> Result<Vec<String>, Self::Error> {
+        fn namespace_keys(&self, ns: &str, name: &str) -> Result<Vec<&str>, Self::Error> {
             Ok(self
                 .shards
                 .iter()
                 .filter(|((n, _), _)| n == ns)
                 .flat_map(|(_, known)| known)
-                .filter(|k| &*k.crate_name == name)
-                .map(|k| k.cache_key.to_string())
+                .filter(|k| k.crate_name == name)
+                .map(|k| k.cache_key)
                 .collect())
         }
     }
 
-    fn known(key: &str, name: &str, seen: u64, last: u64) -> Known {
+    fn ranked(known: Option<&Vec<Known<'static>>>) -> std::vec::IntoIter<Known<'static>> {
+        let mut known = known.cloned().unwrap_or_default();
+        rank(&mut known);
+        known.into_iter()
+    }
+
+    /// Leaks its strings: a test's source lives as long as the test.
+    fn leak(text: &str) -> &'static str {
+        Box::leak(text.to_string().into_boxed_str())
+    }
+
+    fn known(key: &str, name: &str, seen: u64, last: u64) -> Known<'static> {
         Known {
-            cache_key: key.into(),
-            crate_name: name.into(),
+            cache_key: leak(key),
+            crate_name: leak(name),
             seen_count: seen,
             last_seen_ms: last,
             compile_time_ms: 0,
@@ -688,12 +730,12 @@ mod tests {
         );
     }
 
-    fn id(target: &str, profile: &str) -> Option<Arc<Identity>> {
-        Some(Arc::new(Identity {
+    fn id(target: &str, profile: &str) -> Option<&'static Identity> {
+        Some(Box::leak(Box::new(Identity {
             target: target.into(),
             toolchain: "t".into(),
             profile: profile.into(),
-        }))
+        })))
     }
 
     #[test]
@@ -710,7 +752,7 @@ mod tests {
         s.history
             .insert("serde".into(), vec![release, musl, unknown, dev]);
         let mut wanted = intent(&["serde"], None, &[]);
-        wanted.identity = id(linux, "dev").map(|i| (*i).clone());
+        wanted.identity = id(linux, "dev").cloned();
         assert_eq!(
             keys(plan(&wanted, &s).unwrap()),
             ["serde-dev", "serde-unknown"]
@@ -772,7 +814,7 @@ mod tests {
             serde_json::from_str::<PrefetchPlan>(r#"{"plan_id":"x"}"#).is_err(),
             "disposition is required"
         );
-        let json = serde_json::to_value(PrefetchPlan {
+        let json = serde_json::to_value(PrefetchPlan::<Arc<str>> {
             plan_id: "p".into(),
             planner: "planner".into(),
             disposition: Disposition::DoNothing,

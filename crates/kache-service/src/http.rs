@@ -5,7 +5,7 @@
 //! (when a token is set) is checked first, readiness second, the body last.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,37 +50,45 @@ pub const PLAN_LOG_CAPACITY: usize = 4096;
 
 /// What a plan offered, compactly: (key hash, source, bytes), sorted by
 /// hash. A hash, not the key, so remembering a plan costs 24 bytes per
-/// candidate and no map.
+/// candidate and no map. The hash is not collision-resistant: a client that
+/// crafts a colliding key can only miscount its own feedback.
 type Offered = Vec<(u64, SourceKind, u64)>;
+
+fn key_hash(key: &str) -> u64 {
+    foldhash::fast::FixedState::default().hash_one(key)
+}
+
+/// Built before the log's lock is taken: plans do not queue on hashing.
+fn offered(chosen: &[Chosen<'_>]) -> Offered {
+    let mut offered: Offered = chosen
+        .iter()
+        .map(|c| {
+            (
+                key_hash(c.candidate.cache_key),
+                c.source,
+                c.candidate.size_bytes,
+            )
+        })
+        .collect();
+    offered.sort_unstable_by_key(|o| o.0);
+    offered
+}
 
 #[derive(Default)]
 struct PlanLog {
     order: VecDeque<String>,
     plans: HashMap<String, Offered>,
-    hasher: RandomState,
 }
 
 impl PlanLog {
-    fn key_hash(&self, key: &str) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
-    fn remember(&mut self, plan_id: &str, chosen: &[Chosen]) {
+    fn remember(&mut self, plan_id: String, offered: Offered) {
         if self.order.len() == PLAN_LOG_CAPACITY
             && let Some(oldest) = self.order.pop_front()
         {
             self.plans.remove(&oldest);
         }
-        let mut offered: Offered = chosen
-            .iter()
-            .map(|c| {
-                let hash = self.key_hash(&c.candidate.cache_key);
-                (hash, c.source, c.candidate.size_bytes)
-            })
-            .collect();
-        offered.sort_unstable_by_key(|o| o.0);
-        self.order.push_back(plan_id.to_string());
-        self.plans.insert(plan_id.to_string(), offered);
+        self.order.push_back(plan_id.clone());
+        self.plans.insert(plan_id, offered);
     }
 }
 
@@ -213,9 +221,10 @@ async fn prefetch_plan(State(app): State<Arc<App>>, headers: HeaderMap, body: By
         }
     };
     // A bug in planning must not become an HTTP error: it is a fallback.
+    let failing = FailingSource(&backend.state);
     let planned = std::panic::catch_unwind(AssertUnwindSafe(|| {
         if app.fault_planning {
-            plan(&intent, &FailingSource(&backend.state))
+            plan(&intent, &failing)
         } else {
             plan(&intent, &backend.state)
         }
@@ -234,7 +243,6 @@ async fn prefetch_plan(State(app): State<Arc<App>>, headers: HeaderMap, body: By
             )
         }
     };
-    drop(guard);
     let outcome = match reason {
         None => "execute".to_string(),
         Some(fallback) => format!("fallback_{}", fallback.as_str()),
@@ -245,20 +253,33 @@ async fn prefetch_plan(State(app): State<Arc<App>>, headers: HeaderMap, body: By
     }
     let plan_id = uuid::Uuid::new_v4().to_string();
     if !candidates.is_empty() {
+        let offered = offered(&candidates);
         app.plans
             .lock()
             .expect("plan log lock")
-            .remember(&plan_id, &candidates);
+            .remember(plan_id.clone(), offered);
     }
-    app.metrics.latency.observe(started.elapsed().as_secs_f64());
-    let response = PrefetchPlan {
+    // Written while the state is still borrowed: the candidates' strings are
+    // the state's own, copied once, into the response.
+    let response = PrefetchPlan::<&str> {
         plan_id,
         planner: app.planner.clone(),
         disposition,
         candidates: candidates.into_iter().map(|c| c.candidate).collect(),
         reason: reason.map(|r| r.as_str().to_string()),
     };
-    axum::Json(response).into_response()
+    let mut body = Vec::with_capacity(256 + 128 * response.candidates.len());
+    let written = serde_json::to_writer(&mut body, &response);
+    drop(response);
+    drop(guard);
+    app.metrics.latency.observe(started.elapsed().as_secs_f64());
+    match written {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("writing the plan: {err}"),
+        ),
+    }
 }
 
 /// Shared gate of the ingest routes: auth, then readiness; `Some` is the refusal.
@@ -404,7 +425,7 @@ async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: By
             ("late", &feedback.late),
         ] {
             for key in keys {
-                let hash = log.key_hash(key);
+                let hash = key_hash(key);
                 let found = offered
                     .binary_search_by_key(&hash, |o| o.0)
                     .ok()

@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use foldhash::HashMap as FastMap;
 use kache_core::manifest::Identity;
-use kache_core::plan::{Known, PlanSource, normalize_crate};
+use kache_core::plan::{Known, PlanSource, normalize_crate, rank_order};
 use serde::{Deserialize, Serialize};
 
 /// How an artifact was seen; the source strength of `kache_core::plan`.
@@ -78,7 +79,7 @@ impl Sighting {
     /// Where the sighting is indexed: history and keys by normalised crate.
     fn index_scope(&self) -> String {
         match self.kind {
-            SightingKind::History | SightingKind::Key => normalize_crate(&self.scope),
+            SightingKind::History | SightingKind::Key => normalize_crate(&self.scope).into_owned(),
             _ => self.scope.clone(),
         }
     }
@@ -101,23 +102,23 @@ impl PlanSource for FailingSource<'_> {
         self.0.is_empty()
     }
 
-    fn exact_dep(&self, _: &str, _: &str, _: &str) -> Result<Vec<Known>, SourceError> {
+    fn exact_dep(&self, _: &str, _: &str, _: &str) -> Result<Vec<Known<'_>>, SourceError> {
         Err(SourceError("injected planning fault".into()))
     }
 
-    fn shard(&self, _: &str, _: &str) -> Result<Vec<Known>, SourceError> {
+    fn shard(&self, _: &str, _: &str) -> Result<Vec<Known<'_>>, SourceError> {
         Err(SourceError("injected planning fault".into()))
     }
 
-    fn history(&self, _: &str) -> Result<Vec<Known>, SourceError> {
-        Err(SourceError("injected planning fault".into()))
+    fn history(&self, _: &str) -> Result<impl Iterator<Item = Known<'_>>, SourceError> {
+        Err::<std::iter::Empty<_>, _>(SourceError("injected planning fault".into()))
     }
 
-    fn known_keys(&self, _: &str) -> Result<Vec<Known>, SourceError> {
-        Err(SourceError("injected planning fault".into()))
+    fn known_keys(&self, _: &str) -> Result<impl Iterator<Item = Known<'_>>, SourceError> {
+        Err::<std::iter::Empty<_>, _>(SourceError("injected planning fault".into()))
     }
 
-    fn namespace_keys(&self, _: &str, _: &str) -> Result<Vec<String>, SourceError> {
+    fn namespace_keys(&self, _: &str, _: &str) -> Result<Vec<&str>, SourceError> {
         Err(SourceError("injected planning fault".into()))
     }
 }
@@ -147,8 +148,9 @@ struct SightingSlot {
 ///
 /// The records ingest reads and writes (`sightings`, `artifacts`) sit beside
 /// arenas that plans read: a lookup walks indices into `slots` and `views`
-/// and clones reference-counted strings, so planning hashes nothing per
-/// candidate and allocates only the `Known` list itself.
+/// and borrows their strings, so planning hashes nothing per candidate and
+/// copies nothing. History and known-key lists are kept ranked, so a plan
+/// reads a crate's best guesses first and stops after a few.
 #[derive(Debug, Default)]
 pub struct State {
     sightings: HashMap<String, Sighting>,
@@ -159,15 +161,15 @@ pub struct State {
     view_of: HashMap<String, u32>,
     /// kind → namespace → scope → sighting views. Nested so a lookup
     /// borrows its `&str` arguments instead of allocating a key.
-    by_scope: HashMap<SightingKind, HashMap<String, HashMap<String, Vec<u32>>>>,
+    by_scope: FastMap<SightingKind, FastMap<String, FastMap<String, Vec<u32>>>>,
     /// Normalised crate name → its artifacts: the "any known key" source.
-    by_crate: HashMap<String, Vec<u32>>,
+    by_crate: FastMap<String, Vec<u32>>,
     /// Namespace → normalised crate → the keys its shards recorded.
-    shard_keys: HashMap<String, HashMap<String, Vec<String>>>,
+    shard_keys: FastMap<String, FastMap<String, Vec<String>>>,
     /// One allocation per distinct identity.
     interned: HashMap<Identity, Arc<Identity>>,
     /// Key → plan feedback (memory only: a restart forgets it).
-    feedback: HashMap<String, KeyFeedback>,
+    feedback: FastMap<String, KeyFeedback>,
 }
 
 impl State {
@@ -206,7 +208,7 @@ impl State {
                         .shard_keys
                         .entry(sighting.namespace.clone())
                         .or_default()
-                        .entry(normalize_crate(&sighting.crate_name))
+                        .entry(normalize_crate(&sighting.crate_name).into_owned())
                         .or_default();
                     if !keys.contains(&sighting.cache_key) {
                         keys.push(sighting.cache_key.clone());
@@ -231,6 +233,9 @@ impl State {
                     .push(at);
             }
         }
+        if matches!(sighting.kind, SightingKind::History | SightingKind::Key) {
+            self.rerank(&sighting.scope);
+        }
         self.sightings.insert(id, sighting);
     }
 
@@ -243,7 +248,7 @@ impl State {
         let at = self.slot(&artifact.cache_key, &artifact.crate_name);
         if !known {
             self.by_crate
-                .entry(normalize_crate(&artifact.crate_name))
+                .entry(normalize_crate(&artifact.crate_name).into_owned())
                 .or_default()
                 .push(at);
         }
@@ -262,6 +267,7 @@ impl State {
         if identity.is_some() {
             slot.identity = identity;
         }
+        self.rerank(&artifact.crate_name);
         self.artifacts.insert(artifact.cache_key.clone(), artifact);
     }
 
@@ -289,31 +295,79 @@ impl State {
     }
 
     /// An artifact as the planner sees it, with the counts of one context.
-    fn known(&self, slot: &ArtifactSlot, crate_name: &Arc<str>, seen: u64, last: u64) -> Known {
+    fn known<'a>(slot: &'a ArtifactSlot, crate_name: &'a str, seen: u64, last: u64) -> Known<'a> {
         Known {
-            cache_key: slot.cache_key.clone(),
-            crate_name: crate_name.clone(),
+            cache_key: &slot.cache_key,
+            crate_name,
             seen_count: seen,
             last_seen_ms: last,
             compile_time_ms: slot.compile_time_ms,
             size_bytes: slot.size,
-            identity: slot.identity.clone(),
+            identity: slot.identity.as_deref(),
         }
     }
 
-    fn lookup(&self, kind: SightingKind, namespace: &str, scope: &str) -> Vec<Known> {
+    /// A sighting as the planner sees it.
+    fn view(&self, at: u32) -> Known<'_> {
+        let view = &self.views[at as usize];
+        let slot = &self.slots[view.artifact as usize];
+        Self::known(slot, &view.crate_name, view.seen_count, view.last_seen)
+    }
+
+    /// An artifact with its own counts, as the planner sees it.
+    fn slot_known(&self, at: u32) -> Known<'_> {
+        let slot = &self.slots[at as usize];
+        Self::known(slot, &slot.crate_name, slot.seen_count, slot.last_seen)
+    }
+
+    fn lookup<'a>(
+        &'a self,
+        kind: SightingKind,
+        namespace: &str,
+        scope: &str,
+    ) -> impl Iterator<Item = Known<'a>> + use<'a> {
         self.by_scope
             .get(&kind)
             .and_then(|namespaces| namespaces.get(namespace))
             .and_then(|scopes| scopes.get(scope))
             .into_iter()
             .flatten()
-            .map(|&at| {
-                let view = &self.views[at as usize];
-                let slot = &self.slots[view.artifact as usize];
-                self.known(slot, &view.crate_name, view.seen_count, view.last_seen)
-            })
-            .collect()
+            .map(|&at| self.view(at))
+    }
+
+    /// Keeps a crate's history, bare-key and known-key lists in
+    /// [`rank_order`], so a plan reads the best first and stops early.
+    /// Called whenever a count or an identity in them may have changed.
+    fn rerank(&mut self, crate_name: &str) {
+        let name = normalize_crate(crate_name);
+        let Self {
+            by_scope,
+            by_crate,
+            views,
+            slots,
+            ..
+        } = self;
+        let view = |at: u32| {
+            let view = &views[at as usize];
+            let slot = &slots[view.artifact as usize];
+            Self::known(slot, &view.crate_name, view.seen_count, view.last_seen)
+        };
+        for kind in [SightingKind::History, SightingKind::Key] {
+            let list = by_scope
+                .get_mut(&kind)
+                .and_then(|namespaces| namespaces.get_mut(""))
+                .and_then(|scopes| scopes.get_mut(name.as_ref()));
+            if let Some(list) = list {
+                list.sort_by(|&a, &b| rank_order(&view(a), &view(b)));
+            }
+        }
+        let slot = |at: u32| {
+            let slot = &slots[at as usize];
+            Self::known(slot, &slot.crate_name, slot.seen_count, slot.last_seen)
+        };
+        if let Some(list) = by_crate.get_mut(name.as_ref()) {
+            list.sort_by(|&a, &b| rank_order(&slot(a), &slot(b)));
+        }
     }
 }
 
@@ -329,28 +383,25 @@ impl PlanSource for State {
         namespace: &str,
         name: &str,
         version: &str,
-    ) -> Result<Vec<Known>, SourceError> {
-        Ok(self.lookup(SightingKind::Dep, namespace, &format!("{name}@{version}")))
+    ) -> Result<Vec<Known<'_>>, SourceError> {
+        Ok(self
+            .lookup(SightingKind::Dep, namespace, &format!("{name}@{version}"))
+            .collect())
     }
 
-    fn shard(&self, namespace: &str, shard_hash: &str) -> Result<Vec<Known>, SourceError> {
-        Ok(self.lookup(SightingKind::Shard, namespace, shard_hash))
+    fn shard(&self, namespace: &str, shard_hash: &str) -> Result<Vec<Known<'_>>, SourceError> {
+        Ok(self
+            .lookup(SightingKind::Shard, namespace, shard_hash)
+            .collect())
     }
 
-    fn history(&self, crate_name: &str) -> Result<Vec<Known>, SourceError> {
+    fn history(&self, crate_name: &str) -> Result<impl Iterator<Item = Known<'_>>, SourceError> {
         Ok(self.lookup(SightingKind::History, "", &normalize_crate(crate_name)))
     }
 
-    fn known_keys(&self, crate_name: &str) -> Result<Vec<Known>, SourceError> {
-        let slots = self.by_crate.get(&normalize_crate(crate_name));
-        Ok(slots
-            .into_iter()
-            .flatten()
-            .map(|&at| {
-                let slot = &self.slots[at as usize];
-                self.known(slot, &slot.crate_name, slot.seen_count, slot.last_seen)
-            })
-            .collect())
+    fn known_keys(&self, crate_name: &str) -> Result<impl Iterator<Item = Known<'_>>, SourceError> {
+        let slots = self.by_crate.get(normalize_crate(crate_name).as_ref());
+        Ok(slots.into_iter().flatten().map(|&at| self.slot_known(at)))
     }
 
     fn never_used(&self, cache_key: &str) -> bool {
@@ -359,16 +410,14 @@ impl PlanSource for State {
             .is_some_and(|f| f.used == 0 && f.unused >= NEVER_USED_AFTER)
     }
 
-    fn namespace_keys(
-        &self,
-        namespace: &str,
-        crate_name: &str,
-    ) -> Result<Vec<String>, SourceError> {
+    fn namespace_keys(&self, namespace: &str, crate_name: &str) -> Result<Vec<&str>, SourceError> {
         Ok(self
             .shard_keys
             .get(namespace)
-            .and_then(|crates| crates.get(&normalize_crate(crate_name)))
-            .cloned()
-            .unwrap_or_default())
+            .and_then(|crates| crates.get(normalize_crate(crate_name).as_ref()))
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect())
     }
 }
