@@ -383,7 +383,8 @@ pub fn plan<'a, S: PlanSource>(
     }
 
     chosen.sort_by_key(|c| (c.0, c.1, c.2));
-    let mut seen: FastSet<&str> = FastSet::default();
+    let mut seen: FastSet<&str> =
+        FastSet::with_capacity_and_hasher(chosen.len(), Default::default());
     let mut candidates: Vec<Chosen> = chosen
         .into_iter()
         .filter(|c| seen.insert(c.3.cache_key))

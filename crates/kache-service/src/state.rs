@@ -385,7 +385,7 @@ impl PlanSource for State {
         version: &str,
     ) -> Result<Vec<Known<'_>>, SourceError> {
         Ok(self
-            .lookup(SightingKind::Dep, namespace, &format!("{name}@{version}"))
+            .lookup(SightingKind::Dep, namespace, &[name, "@", version].concat())
             .collect())
     }
 
