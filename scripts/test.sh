@@ -7,12 +7,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The C-family tests build C and C++ through the cc crate: they need a C and
-# a C++ compiler.
-if ! command -v cc >/dev/null 2>&1 || ! command -v c++ >/dev/null 2>&1; then
-    echo "==> installing gcc and g++"
+# a C++ compiler. The interactive commands are tested in a real terminal
+# (tmux).
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing ${missing[*]}"
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    $sudo apt-get install -y -qq gcc g++ >/dev/null
+    $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 # The remote tests start a real S3 server (Garage), installed once into a

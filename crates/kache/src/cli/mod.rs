@@ -1,5 +1,6 @@
 //! The command line: one file per command.
 
+mod clean;
 mod daemon;
 mod doctor;
 mod gc;
@@ -47,6 +48,8 @@ enum Command {
     Gc(gc::Args),
     /// Remove every entry, or those of one crate.
     Purge(purge::Args),
+    /// Find target/ folders under this directory and delete the ones chosen.
+    Clean(clean::Args),
     /// Check the setup and the store; optionally verify checksums and repair.
     Doctor(doctor::Args),
     /// Pull what this workspace needs from the remote, push what it built.
@@ -78,6 +81,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Report(args) => report::run(&config, args),
         Command::Gc(args) => gc::run(&config, args),
         Command::Purge(args) => purge::run(&config, args),
+        Command::Clean(args) => clean::run(&config, args),
         Command::Doctor(args) => doctor::run(&config, args),
         Command::Sync(args) => sync::run(&config, args),
         Command::Daemon(args) => daemon::run(&config, args),

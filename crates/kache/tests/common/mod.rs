@@ -6,6 +6,7 @@
 
 pub mod garage;
 pub mod service;
+pub mod tmux;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
