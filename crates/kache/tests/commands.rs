@@ -146,6 +146,7 @@ fn stats_list_and_report_describe_what_happened() {
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json report");
     assert_eq!(report["hits"], 5);
     assert_eq!(report["slowest_misses"].as_array().unwrap().len(), 2);
+    assert_matches_published_schema(&json.stdout);
     let md_path = world.root.path().join("report.md");
     let md = world.kache(&[
         "report",
@@ -170,6 +171,51 @@ fn stats_list_and_report_describe_what_happened() {
     assert!(
         summary.starts_with("earlier step\n## kache build report"),
         "appends: {summary}"
+    );
+}
+
+/// Validates a real report against docs/report.schema.json with an
+/// independent validator (Python's `jsonschema`, draft 2020-12).
+fn assert_matches_published_schema(report: &[u8]) {
+    let schema =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/report.schema.json");
+    let mut check = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, jsonschema\n\
+schema = json.load(open(sys.argv[1]))\n\
+jsonschema.validators.validator_for(schema).check_schema(schema)\n\
+jsonschema.validate(json.load(sys.stdin), schema)\n",
+        ])
+        .arg(&schema)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with jsonschema (scripts/test.sh installs it)");
+    std::io::Write::write_all(check.stdin.as_mut().unwrap(), report).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the report does not match its schema:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The validator can fail: a report with a field the schema does not know
+    // is refused.
+    let mut extra: serde_json::Value = serde_json::from_slice(report).unwrap();
+    extra["surprise"] = 1.into();
+    let refused = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, jsonschema\n\
+jsonschema.validate(json.loads(sys.argv[2]), json.load(open(sys.argv[1])))\n",
+        ])
+        .arg(&schema)
+        .arg(extra.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "an unknown field must not validate"
     );
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kache_core::size::format_size;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -27,6 +28,10 @@ pub struct Args {
     /// `$GITHUB_STEP_SUMMARY` expects).
     #[arg(long)]
     output: Option<std::path::PathBuf>,
+    /// Print the JSON Schema of `--format json` (published as
+    /// docs/report.schema.json) and exit.
+    #[arg(long)]
+    schema: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -37,8 +42,9 @@ enum Format {
     Github,
 }
 
-/// Totals over a set of events.
-#[derive(Debug, Default, Serialize)]
+/// Totals over a set of events: the document `--format json` prints.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields, title = "kache build report")]
 pub struct Summary {
     pub hits: u64,
     pub dups: u64,
@@ -70,11 +76,20 @@ pub struct Summary {
 }
 
 /// One crate in a table.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct CrateLine {
     pub crate_name: String,
+    /// Misses or hits of this crate.
     pub count: u64,
+    /// Compile time: spent (misses) or saved (hits).
     pub ms: u64,
+}
+
+/// The JSON Schema of [`Summary`], as published in docs/report.schema.json.
+pub fn schema() -> String {
+    let schema = schemars::schema_for!(Summary);
+    serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
 }
 
 /// Sums up `events`, keeping `top` lines per table.
@@ -246,6 +261,10 @@ fn render(summary: &Summary, format: Format) -> Result<String> {
 }
 
 pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
+    if args.schema {
+        print!("{}", schema());
+        return Ok(ExitCode::SUCCESS);
+    }
     let since = args
         .since
         .map_or(0, |d| events::now_ms().saturating_sub(d.as_millis() as u64));
@@ -275,6 +294,15 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_published_schema_is_the_one_the_types_make() {
+        let published = include_str!("../../../../docs/report.schema.json");
+        assert!(
+            published == schema(),
+            "docs/report.schema.json is stale: run `kache report --schema > docs/report.schema.json`"
+        );
+    }
 
     fn event(name: &str, outcome: Outcome, elapsed_ms: u64, compile_ms: u64) -> Event {
         Event {
