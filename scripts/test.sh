@@ -29,6 +29,13 @@ KACHE_GARAGE_BIN=$(bash scripts/install-garage.sh)
 export KACHE_GARAGE_BIN
 echo "garage: $KACHE_GARAGE_BIN"
 
+# The API test runs schemathesis against the real service, from a
+# virtualenv in the same cache.
+echo "==> API checker for the planner's OpenAPI document"
+KACHE_SCHEMATHESIS_BIN=$(bash scripts/install-schemathesis.sh)
+export KACHE_SCHEMATHESIS_BIN
+echo "schemathesis: $KACHE_SCHEMATHESIS_BIN"
+
 echo "==> fmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

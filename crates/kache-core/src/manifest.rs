@@ -3,6 +3,7 @@
 
 use std::borrow::Borrow;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Version of the manifest and shard documents.
@@ -29,7 +30,7 @@ pub struct EntryManifest {
 /// What a build's artifacts can only serve builds of: the same target,
 /// toolchain and profile. Optional in every document (older writers and
 /// the original kache omit it); `None` means "unknown".
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct Identity {
     /// Target triple the build compiled for.
     pub target: String,
@@ -106,8 +107,10 @@ impl Identity {
 }
 
 /// `{prefix}/_manifests/{manifest_key}.json`, written by `kache save-manifest`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BuildManifest {
+    /// [`MANIFEST_VERSION`]; another is refused.
+    #[schemars(range(min = 3, max = 3))]
     pub version: u32,
     /// RFC 3339 creation time.
     pub created: String,
@@ -119,7 +122,7 @@ pub struct BuildManifest {
 }
 
 /// One entry of a [`BuildManifest`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ManifestEntry {
     pub cache_key: String,
     pub crate_name: String,
@@ -130,8 +133,10 @@ pub struct ManifestEntry {
 }
 
 /// `{prefix}/_manifests/v3/{namespace}/shards/{shard_hash}.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Shard {
+    /// [`MANIFEST_VERSION`]; another is refused.
+    #[schemars(range(min = 3, max = 3))]
     pub version: u32,
     pub entries: Vec<ShardEntry>,
     /// An addition to the original's format.
@@ -140,7 +145,7 @@ pub struct Shard {
 }
 
 /// One entry of a [`Shard`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ShardEntry {
     pub cache_key: String,
     pub crate_name: String,

@@ -30,13 +30,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use std::sync::Arc;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Identity, shard_bucket, shard_hash};
 
 /// `POST /v{1,2}/prefetch-plan` body. Every field is optional; unknown fields
 /// are ignored so newer clients keep working.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BuildIntent {
     /// Crates in the order the build will need them (dependencies first).
     #[serde(default)]
@@ -59,7 +60,7 @@ pub struct BuildIntent {
 }
 
 /// Limits a client states for one plan; either may be absent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Budget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_candidates: Option<usize>,
@@ -69,7 +70,7 @@ pub struct Budget {
 }
 
 /// What the client should do with a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Disposition {
     /// Fetch the candidates, in order.
@@ -84,14 +85,14 @@ pub enum Disposition {
 ///
 /// Generic over the candidates' strings: clients read owned ones, the
 /// service writes ones borrowed from its state (a plan copies no strings).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PrefetchPlan<S = Arc<str>> {
     #[serde(default)]
     pub plan_id: String,
     #[serde(default)]
     pub planner: String,
     pub disposition: Disposition,
-    #[serde(default = "Vec::new")]
+    #[serde(default)]
     pub candidates: Vec<PlanCandidate<S>>,
     /// Why the plan falls back (`no_state`, `no_candidates`,
     /// `planning_error`); absent on `execute`. An addition to the contract.
@@ -100,7 +101,7 @@ pub struct PrefetchPlan<S = Arc<str>> {
 }
 
 /// One artifact worth fetching.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub struct PlanCandidate<S = Arc<str>> {
     pub cache_key: S,
     pub crate_name: S,

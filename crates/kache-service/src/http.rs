@@ -21,10 +21,10 @@ use kache_core::manifest::{BuildManifest, Shard};
 use kache_core::plan::{
     BuildIntent, Chosen, Disposition, Fallback, Planned, PrefetchPlan, SourceKind, plan,
 };
-use serde_json::json;
 use tokio::sync::RwLock;
 use tracing::{info, warn};
 
+use crate::api::{ErrorReply, Feedback, FeedbackReply, Health, IngestReply, Readiness};
 use crate::ingest::{self, Backend, Mode};
 use crate::metrics::{FeedbackLabel, Metrics, OutcomeLabel};
 use crate::state::{FailingSource, SourceError};
@@ -43,6 +43,8 @@ pub struct App {
     /// `KACHE_PLANNER_FAULT=planning`: every plan hits a source error.
     fault_planning: bool,
     plans: Mutex<PlanLog>,
+    /// `GET /openapi.json`, written once.
+    openapi: Bytes,
 }
 
 /// Executed plans kept for feedback: the newest [`PLAN_LOG_CAPACITY`].
@@ -102,6 +104,7 @@ impl App {
             metrics: Metrics::new(),
             fault_planning: std::env::var("KACHE_PLANNER_FAULT").is_ok_and(|v| v == "planning"),
             plans: Mutex::new(PlanLog::default()),
+            openapi: Bytes::from(crate::api::document().to_string()),
         }
     }
 
@@ -147,6 +150,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route("/v1/prefetch-plan", post(prefetch_plan))
         .route("/v2/prefetch-plan", post(prefetch_plan))
         .route("/v2/manifests", post(ingest_manifest))
@@ -158,7 +162,10 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+    let reply = ErrorReply {
+        error: message.into(),
+    };
+    (status, axum::Json(reply)).into_response()
 }
 
 async fn not_found() -> Response {
@@ -166,24 +173,32 @@ async fn not_found() -> Response {
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
-    axum::Json(json!({
-        "status": "ok",
-        "planner": app.planner,
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+    axum::Json(Health {
+        status: "ok".into(),
+        planner: app.planner.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
     .into_response()
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.is_ready() {
-        axum::Json(json!({ "status": "ready" })).into_response()
+    let (status, word) = if app.is_ready() {
+        (StatusCode::OK, "ready")
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "not_ready" })),
-        )
-            .into_response()
-    }
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    };
+    let reply = Readiness {
+        status: word.into(),
+    };
+    (status, axum::Json(reply)).into_response()
+}
+
+async fn openapi(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        app.openapi.clone(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -316,7 +331,11 @@ async fn apply(app: &App, kind: &str, observations: Vec<ingest::Observation>) ->
                 new_artifacts = summary.new_artifacts,
                 "ingested"
             );
-            axum::Json(json!({ "status": "ok", "summary": summary })).into_response()
+            let reply = IngestReply {
+                status: "ok".into(),
+                summary,
+            };
+            axum::Json(reply).into_response()
         }
         Err(err) => {
             warn!("ingest failed: {err:#}");
@@ -361,42 +380,23 @@ async fn ingest_shard(
     }
 }
 
-/// `POST /v2/plan-feedback`: what a build did with one plan's candidates.
-#[derive(Debug, serde::Deserialize)]
-struct Feedback {
-    plan_id: String,
-    #[serde(default)]
-    used: Vec<String>,
-    /// Downloaded and never used.
-    #[serde(default)]
-    unused: Vec<String>,
-    /// Arrived after the unit needed them.
-    #[serde(default)]
-    late: Vec<String>,
-}
-
 /// Counts a report by outcome and answers.
-fn feedback_reply(
-    app: &App,
-    outcome: &str,
-    status: StatusCode,
-    body: serde_json::Value,
-) -> Response {
+fn feedback_reply(app: &App, outcome: &str, response: Response) -> Response {
     app.metrics
         .feedback_reports
         .get_or_create(&OutcomeLabel {
             outcome: outcome.to_string(),
         })
         .inc();
-    (status, axum::Json(body)).into_response()
+    response
 }
 
 /// One report per plan: a second one (or one for a plan this process did
 /// not make, or forgot) is 404. Every key must be a candidate of the plan.
 async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     if !app.authorized(&headers) {
-        let body = json!({"error": "missing or wrong bearer token"});
-        return feedback_reply(&app, "unauthorized", StatusCode::UNAUTHORIZED, body);
+        let refusal = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        return feedback_reply(&app, "unauthorized", refusal);
     }
     if !app.is_ready() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "not ready");
@@ -404,20 +404,15 @@ async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: By
     let feedback: Feedback = match parse(&body) {
         Ok(feedback) => feedback,
         Err(message) => {
-            return feedback_reply(
-                &app,
-                "bad_request",
-                StatusCode::BAD_REQUEST,
-                json!({"error": message}),
-            );
+            return feedback_reply(&app, "bad_request", error(StatusCode::BAD_REQUEST, message));
         }
     };
     let mut results: Vec<(&str, SourceKind, u64)> = Vec::new();
     {
         let mut log = app.plans.lock().expect("plan log lock");
         let Some(offered) = log.plans.get(&feedback.plan_id) else {
-            let body = json!({"error": format!("no plan {:?} to report on", feedback.plan_id)});
-            return feedback_reply(&app, "unknown_plan", StatusCode::NOT_FOUND, body);
+            let message = format!("no plan {:?} to report on", feedback.plan_id);
+            return feedback_reply(&app, "unknown_plan", error(StatusCode::NOT_FOUND, message));
         };
         for (result, keys) in [
             ("used", &feedback.used),
@@ -431,9 +426,9 @@ async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: By
                     .ok()
                     .map(|at| (offered[at].1, offered[at].2));
                 let Some((source, bytes)) = found else {
-                    let body =
-                        json!({"error": format!("{key:?} was not a candidate of this plan")});
-                    return feedback_reply(&app, "bad_request", StatusCode::BAD_REQUEST, body);
+                    let message = format!("{key:?} was not a candidate of this plan");
+                    let refusal = error(StatusCode::BAD_REQUEST, message);
+                    return feedback_reply(&app, "bad_request", refusal);
                 };
                 results.push((result, source, bytes));
             }
@@ -456,11 +451,11 @@ async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: By
             .state
             .record_feedback(&feedback.used, &feedback.unused);
     }
-    let body = json!({
-        "status": "ok",
-        "used": feedback.used.len(),
-        "unused": feedback.unused.len(),
-        "late": feedback.late.len(),
-    });
-    feedback_reply(&app, "ok", StatusCode::OK, body)
+    let reply = FeedbackReply {
+        status: "ok".into(),
+        used: feedback.used.len(),
+        unused: feedback.unused.len(),
+        late: feedback.late.len(),
+    };
+    feedback_reply(&app, "ok", axum::Json(reply).into_response())
 }

@@ -47,7 +47,7 @@ pub enum Mode {
 }
 
 /// What an ingest changed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub observations: usize,
     pub new_artifacts: usize,

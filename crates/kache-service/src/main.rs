@@ -8,6 +8,7 @@
 //! With a bucket configured, `scan` feeds the same `ingest` path from the
 //! manifests and shards clients write.
 
+mod api;
 mod config;
 mod db;
 mod ha;
