@@ -284,10 +284,68 @@ fn init_configures_cargo_idempotently() {
         std::fs::read_to_string(cargo_home.join("config.toml")).unwrap(),
         config
     );
-    assert!(run(&["init", "--check"]).status.success());
+    let check = run(&["init", "--check"]);
+    assert!(check.status.success(), "{}", text(&check));
+    for part in ["wrapper", "config", "store", "remote", "daemon", "planner"] {
+        assert!(
+            text(&check).contains(&format!("ok   {part}: ")),
+            "{part} not reported:\n{}",
+            text(&check)
+        );
+    }
+    // A configured planner that does not answer fails the check.
+    let silent = world
+        .command(common::KACHE, world.root.path())
+        .args(["init", "--check"])
+        .env("CARGO_HOME", &cargo_home)
+        .env("KACHE_PLANNER_ENDPOINT", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(!silent.status.success());
+    assert!(
+        text(&silent).contains("FAIL planner: http://127.0.0.1:9"),
+        "{}",
+        text(&silent)
+    );
     let no_tty = run(&["init"]);
     assert!(
         no_tty.status.success(),
         "already configured needs no confirmation"
     );
+
+    // With a remote, `init -y` also gets the daemon running (a systemd
+    // user service where there is one, else started now).
+    let shared = world.root.path().join("shared");
+    let (name, value) = world.fs_remote(&shared);
+    let with_remote = world
+        .command(common::KACHE, world.root.path())
+        .args(["init", "-y"])
+        .env("CARGO_HOME", &cargo_home)
+        .env(&name, &value)
+        .output()
+        .unwrap();
+    assert!(with_remote.status.success(), "{}", text(&with_remote));
+    let said = text(&with_remote);
+    assert!(
+        said.contains("kache daemon running") || said.contains("installed"),
+        "{said}"
+    );
+    let check = world
+        .command(common::KACHE, world.root.path())
+        .args(["init", "--check"])
+        .env("CARGO_HOME", &cargo_home)
+        .env(&name, &value)
+        .output()
+        .unwrap();
+    assert!(
+        text(&check).contains("ok   daemon: running"),
+        "{}",
+        text(&check)
+    );
+    world
+        .command(common::KACHE, world.root.path())
+        .args(["daemon", "stop"])
+        .env(&name, &value)
+        .output()
+        .unwrap();
 }

@@ -174,6 +174,11 @@ fn follow_log(dir: &Path, follow: bool) -> Result<ExitCode> {
 
 const UNIT: &str = "kache-daemon.service";
 
+/// True when `kache daemon install` wrote its unit.
+pub(super) fn service_installed() -> bool {
+    systemd_user_dir().is_ok_and(|dir| dir.join(UNIT).is_file())
+}
+
 fn systemd_user_dir() -> Result<std::path::PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(std::path::PathBuf::from)
@@ -182,7 +187,7 @@ fn systemd_user_dir() -> Result<std::path::PathBuf> {
     Ok(base.join("systemd/user"))
 }
 
-fn has_systemd() -> bool {
+pub(super) fn has_systemd() -> bool {
     Path::new("/run/systemd/system").is_dir()
         && Command::new("systemctl")
             .args(["--user", "--version"])
@@ -190,7 +195,7 @@ fn has_systemd() -> bool {
             .is_ok_and(|o| o.status.success())
 }
 
-fn install(dir: &Path) -> Result<ExitCode> {
+pub(super) fn install(dir: &Path) -> Result<ExitCode> {
     if !has_systemd() {
         eprintln!(
             "kache: this machine runs no systemd user manager; run `kache daemon start` from your shell profile instead"

@@ -1,4 +1,7 @@
-//! `kache init`: sets `build.rustc-wrapper` in cargo's user config.
+//! `kache init`: sets `build.rustc-wrapper` in cargo's user config and,
+//! when a remote is configured, offers to run the daemon as a service.
+//! `kache init --check` reports every part: wrapper, config file, store,
+//! remote, daemon, planner.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -6,12 +9,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 
+use crate::config::Config;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Do not ask before writing.
     #[arg(short = 'y', long)]
     yes: bool,
-    /// Only report whether kache is configured (exit 1 if not).
+    /// Only report on every part (wrapper, config, store, remote, daemon,
+    /// planner); exit 1 if kache is not the wrapper or a configured part
+    /// does not answer.
     #[arg(long)]
     check: bool,
 }
@@ -41,7 +48,7 @@ fn is_kache(wrapper: &str) -> bool {
         .is_some_and(|s| s == "kache")
 }
 
-pub fn run(args: Args) -> Result<ExitCode> {
+pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     let path = cargo_config_path()?;
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -51,23 +58,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let current =
         configured_wrapper(&text).with_context(|| format!("reading {}", path.display()))?;
     if args.check {
-        return Ok(match current {
-            Some(w) if is_kache(&w) => {
-                println!("kache is cargo's rustc-wrapper ({w}) in {}", path.display());
-                ExitCode::SUCCESS
-            }
-            Some(w) => {
-                println!(
-                    "cargo's rustc-wrapper is {w}, not kache ({})",
-                    path.display()
-                );
-                ExitCode::FAILURE
-            }
-            None => {
-                println!("kache is not configured; run `kache init`");
-                ExitCode::FAILURE
-            }
-        });
+        return check(config, &path, current.as_deref());
     }
     let exe = std::env::current_exe().context("locating the kache binary")?;
     let exe = exe.to_string_lossy().to_string();
@@ -76,7 +67,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "already configured: build.rustc-wrapper = {exe:?} in {}",
             path.display()
         );
-        return Ok(ExitCode::SUCCESS);
+        return offer_daemon(config, args.yes);
     }
     if let Some(other) = &current {
         println!("replacing build.rustc-wrapper = {other:?}");
@@ -89,11 +80,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         if !std::io::stdin().is_terminal() {
             bail!("not a terminal: pass -y to confirm");
         }
-        print!("proceed? [y/N] ");
-        std::io::stdout().flush()?;
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        if !confirm("proceed?")? {
             println!("nothing changed");
             return Ok(ExitCode::FAILURE);
         }
@@ -105,7 +92,152 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
     println!("done: cargo now builds through kache");
-    Ok(ExitCode::SUCCESS)
+    offer_daemon(config, args.yes)
+}
+
+/// Asks a yes/no question on the terminal; no is the default.
+fn confirm(question: &str) -> Result<bool> {
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// With a remote configured, the daemon uploads and prefetches in the
+/// background: offers to install it as a systemd user service (or, without
+/// systemd, to start it now). Declining changes nothing.
+fn offer_daemon(config: &Config, yes: bool) -> Result<ExitCode> {
+    if config.remote.is_none() || config.local_only {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if super::daemon::service_installed() {
+        println!("the daemon service is installed");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let question = if super::daemon::has_systemd() {
+        "a remote is configured: install and start the kache daemon as a systemd user service?"
+    } else {
+        "a remote is configured: start the kache daemon now (no systemd here: add `kache daemon start` to your shell profile)?"
+    };
+    let asked = !yes && std::io::stdin().is_terminal();
+    if !yes && !asked {
+        println!("a remote is configured: `kache daemon install` runs the daemon as a service");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if asked && !confirm(question)? {
+        println!("daemon left as it is (it also starts on demand)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if super::daemon::has_systemd() {
+        super::daemon::install(&config.cache_dir)
+    } else {
+        let status = crate::daemon::client::start_and_wait(
+            &config.cache_dir,
+            std::time::Duration::from_secs(10),
+        )?;
+        println!("kache daemon running (pid {})", status.pid);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// One line per part, `ok`, `warn` (works, but worth a look) or `FAIL`.
+fn check(config: &Config, path: &std::path::Path, wrapper: Option<&str>) -> Result<ExitCode> {
+    let mut failed = false;
+    let mut line = |level: &str, text: String| {
+        failed |= level == "FAIL";
+        println!("{level:<4} {text}");
+    };
+    match wrapper {
+        Some(w) if is_kache(w) => line("ok", format!("wrapper: {w} ({})", path.display())),
+        Some(w) => line(
+            "FAIL",
+            format!("wrapper: {w}, not kache ({})", path.display()),
+        ),
+        None => line(
+            "FAIL",
+            "wrapper: kache is not configured; run `kache init`".into(),
+        ),
+    }
+    match &config.source {
+        Some(source) => line("ok", format!("config: {}", source.display())),
+        None => line(
+            "ok",
+            "config: no file; defaults and KACHE_* variables".into(),
+        ),
+    }
+    match super::open_store(config)
+        .and_then(|store| Ok((store.index.rows()?.len(), store.disk_usage()?)))
+    {
+        Ok((entries, bytes)) => line(
+            "ok",
+            format!(
+                "store: {} ({entries} entries, {})",
+                config.cache_dir.display(),
+                kache_core::size::format_size(bytes)
+            ),
+        ),
+        Err(err) => line("FAIL", format!("store: {err:#}")),
+    }
+    match (&config.remote, config.local_only) {
+        (None, _) => line("ok", "remote: none; local cache only".into()),
+        (Some(remote), true) => line(
+            "warn",
+            format!(
+                "remote: {} (KACHE_LOCAL_ONLY set: unused)",
+                remote.describe()
+            ),
+        ),
+        (Some(remote), false) => line("ok", format!("remote: {}", remote.describe())),
+    }
+    let service = if super::daemon::service_installed() {
+        "; installed as a service"
+    } else {
+        ""
+    };
+    match crate::daemon::client::status(&config.cache_dir) {
+        Some(status) => line(
+            "ok",
+            format!(
+                "daemon: running (pid {}, {} uploads queued){service}",
+                status.pid, status.queued
+            ),
+        ),
+        None if config.remote.is_some() && !config.local_only => line(
+            "warn",
+            format!("daemon: not running (starts on demand; `kache daemon start`){service}"),
+        ),
+        None => line("ok", "daemon: not needed without a remote".into()),
+    }
+    match &config.planner.endpoint {
+        None => line("ok", "planner: none; prefetch goes by Cargo.lock".into()),
+        Some(endpoint) => match planner_health(endpoint, config.planner.timeout_ms) {
+            Ok(()) => line("ok", format!("planner: {endpoint} answers")),
+            Err(err) => line("FAIL", format!("planner: {endpoint}: {err:#}")),
+        },
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `GET {endpoint}/healthz` within the planner timeout (at least a second).
+fn planner_health(endpoint: &str, timeout_ms: u64) -> Result<()> {
+    let url = format!("{}/healthz", endpoint.trim_end_matches('/'));
+    let timeout = std::time::Duration::from_millis(timeout_ms.max(1000));
+    super::transfer_runtime()?.block_on(async {
+        let reply = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()?
+            .get(&url)
+            .send()
+            .await
+            .context("no answer")?;
+        anyhow::ensure!(reply.status().is_success(), "answered {}", reply.status());
+        Ok(())
+    })
 }
 
 /// Sets `rustc-wrapper` inside `[build]`, keeping every other line as it was.

@@ -74,7 +74,7 @@ pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     let config = Config::load()?;
     match cli.command {
-        Command::Init(args) => init::run(args),
+        Command::Init(args) => init::run(&config, args),
         Command::Stats(args) => stats::run(&config, args),
         Command::List(args) => list::run(&config, args),
         Command::WhyMiss(args) => why_miss::run(&config, args),
