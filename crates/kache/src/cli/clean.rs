@@ -122,7 +122,7 @@ fn is_cargo_target(path: &Path) -> bool {
 }
 
 /// The (device, inode) of every store blob; empty when there is no store.
-fn store_inodes(blobs: &Path) -> HashSet<(u64, u64)> {
+pub fn store_inodes(blobs: &Path) -> HashSet<(u64, u64)> {
     let mut inodes = HashSet::new();
     for shard in fs::read_dir(blobs).into_iter().flatten().flatten() {
         for blob in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
@@ -134,7 +134,7 @@ fn store_inodes(blobs: &Path) -> HashSet<(u64, u64)> {
     inodes
 }
 
-fn measure(path: PathBuf, blobs: &HashSet<(u64, u64)>) -> Result<TargetDir> {
+pub fn measure(path: PathBuf, blobs: &HashSet<(u64, u64)>) -> Result<TargetDir> {
     let (mut bytes, mut cached_bytes) = (0, 0);
     let mut stack = vec![path.clone()];
     while let Some(dir) = stack.pop() {

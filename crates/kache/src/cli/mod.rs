@@ -6,6 +6,7 @@ mod doctor;
 mod gc;
 mod init;
 mod list;
+mod monitor;
 mod prefetch;
 mod purge;
 mod report;
@@ -50,6 +51,8 @@ enum Command {
     Purge(purge::Args),
     /// Find target/ folders under this directory and delete the ones chosen.
     Clean(clean::Args),
+    /// A live view: the build as it happens, projects, store, transfers, passthroughs.
+    Monitor(monitor::Args),
     /// Check the setup and the store; optionally verify checksums and repair.
     Doctor(doctor::Args),
     /// Pull what this workspace needs from the remote, push what it built.
@@ -82,6 +85,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Gc(args) => gc::run(&config, args),
         Command::Purge(args) => purge::run(&config, args),
         Command::Clean(args) => clean::run(&config, args),
+        Command::Monitor(args) => monitor::run(&config, args),
         Command::Doctor(args) => doctor::run(&config, args),
         Command::Sync(args) => sync::run(&config, args),
         Command::Daemon(args) => daemon::run(&config, args),

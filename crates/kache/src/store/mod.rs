@@ -21,7 +21,7 @@ use kache_core::meta::EntryMeta;
 
 pub use blobs::BlobCheck;
 pub use hash_cache::HashCache;
-pub use index::{Index, Stat};
+pub use index::{EntryRow, Index, Stat};
 
 /// An open local store.
 pub struct Store {
