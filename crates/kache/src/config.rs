@@ -25,6 +25,8 @@ pub struct Config {
     pub compression_level: i32,
     pub remote: Option<RemoteConfig>,
     pub planner: PlannerConfig,
+    /// The daemon exits after this many idle seconds (`None`: its default).
+    pub daemon_idle_secs: Option<u64>,
     /// The file the settings came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -87,6 +89,13 @@ struct FileCache {
     compression_level: Option<i32>,
     remote: Option<FileRemote>,
     planner: Option<FilePlanner>,
+    daemon: Option<FileDaemon>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDaemon {
+    idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +140,24 @@ impl Progress {
 }
 
 impl Config {
+    /// Checks a config file's text the way [`Config::load`] reads it (with
+    /// this process's environment on top): the error names what is wrong.
+    pub fn check_text(text: &str) -> Result<()> {
+        let file = toml::from_str::<FileConfig>(text)?;
+        Self::resolve(file.cache, None).map(|_| ())
+    }
+
+    /// The file `kache config` edits: the one in use, else the XDG one.
+    pub fn editable_path() -> Option<PathBuf> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        config_file(&cwd).or_else(|| {
+            let xdg = env("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| home_dir().map(|h| h.join(".config")))?;
+            Some(xdg.join("kache").join("config.toml"))
+        })
+    }
+
     /// Loads the configuration for the current process.
     pub fn load() -> Result<Self> {
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
@@ -174,9 +201,16 @@ impl Config {
                 .with_context(|| format!("KACHE_PLANNER_TIMEOUT_MS: {text:?} is not a number"))?,
             None => file_planner.timeout_ms.unwrap_or(750),
         };
+        let daemon_idle_secs = match env("KACHE_DAEMON_IDLE_TIMEOUT") {
+            Some(text) => Some(text.parse().with_context(|| {
+                format!("KACHE_DAEMON_IDLE_TIMEOUT: {text:?} is not a number of seconds")
+            })?),
+            None => file.daemon.and_then(|d| d.idle_timeout_secs),
+        };
         Ok(Self {
             cache_dir,
             max_size,
+            daemon_idle_secs,
             disabled: env_flag("KACHE_DISABLED").unwrap_or(false),
             local_only: env_flag("KACHE_LOCAL_ONLY")
                 .or(file.local_only)

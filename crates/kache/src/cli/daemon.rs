@@ -56,7 +56,7 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
                 .as_ref()
                 .filter(|_| !config.local_only)
                 .map(|r| RemoteSettings::new(r, config.compression_level));
-            server::run(dir.clone(), seed)?;
+            server::run(dir.clone(), seed, config.daemon_idle_secs)?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Action::Start) => {

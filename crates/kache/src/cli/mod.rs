@@ -1,6 +1,7 @@
 //! The command line: one file per command.
 
 mod clean;
+mod config_editor;
 mod daemon;
 mod doctor;
 mod gc;
@@ -53,6 +54,8 @@ enum Command {
     Clean(clean::Args),
     /// A live view: the build as it happens, projects, store, transfers, passthroughs.
     Monitor(monitor::Args),
+    /// Edit the config file in the terminal (works on a broken file too).
+    Config(config_editor::Args),
     /// Check the setup and the store; optionally verify checksums and repair.
     Doctor(doctor::Args),
     /// Pull what this workspace needs from the remote, push what it built.
@@ -74,23 +77,32 @@ pub fn is_command(name: &str) -> bool {
 
 /// Parses the command line and runs the command.
 pub fn run() -> Result<ExitCode> {
-    let cli = Cli::parse();
-    let config = Config::load()?;
-    match cli.command {
-        Command::Init(args) => init::run(&config, args),
-        Command::Stats(args) => stats::run(&config, args),
-        Command::List(args) => list::run(&config, args),
-        Command::WhyMiss(args) => why_miss::run(&config, args),
-        Command::Report(args) => report::run(&config, args),
-        Command::Gc(args) => gc::run(&config, args),
-        Command::Purge(args) => purge::run(&config, args),
-        Command::Clean(args) => clean::run(&config, args),
-        Command::Monitor(args) => monitor::run(&config, args),
-        Command::Doctor(args) => doctor::run(&config, args),
-        Command::Sync(args) => sync::run(&config, args),
-        Command::Daemon(args) => daemon::run(&config, args),
-        Command::SaveManifest(args) => save_manifest::run(&config, args),
-        Command::Prefetch(args) => prefetch::run(&config, args),
+    match Cli::parse().command {
+        // The editor is how a broken config file gets fixed: it must not
+        // need one that loads.
+        Command::Config(args) => config_editor::run(args),
+        command => run_loaded(command, &Config::load()?),
+    }
+}
+
+/// Runs a command that reads the configuration.
+fn run_loaded(command: Command, config: &Config) -> Result<ExitCode> {
+    match command {
+        Command::Init(args) => init::run(config, args),
+        Command::Stats(args) => stats::run(config, args),
+        Command::List(args) => list::run(config, args),
+        Command::WhyMiss(args) => why_miss::run(config, args),
+        Command::Report(args) => report::run(config, args),
+        Command::Gc(args) => gc::run(config, args),
+        Command::Purge(args) => purge::run(config, args),
+        Command::Clean(args) => clean::run(config, args),
+        Command::Monitor(args) => monitor::run(config, args),
+        Command::Config(args) => config_editor::run(args),
+        Command::Doctor(args) => doctor::run(config, args),
+        Command::Sync(args) => sync::run(config, args),
+        Command::Daemon(args) => daemon::run(config, args),
+        Command::SaveManifest(args) => save_manifest::run(config, args),
+        Command::Prefetch(args) => prefetch::run(config, args),
     }
 }
 

@@ -167,7 +167,10 @@ impl State {
 }
 
 /// Runs the daemon in the foreground until it is stopped or idle.
-pub fn run(cache_dir: PathBuf, seed: Option<RemoteSettings>) -> Result<()> {
+/// Runs the daemon; `idle_secs` is the configured idle timeout
+/// (`KACHE_DAEMON_IDLE_TIMEOUT` or `[cache.daemon] idle_timeout_secs`),
+/// [`DEFAULT_IDLE_SECS`] when unset.
+pub fn run(cache_dir: PathBuf, seed: Option<RemoteSettings>, idle_secs: Option<u64>) -> Result<()> {
     std::fs::create_dir_all(&cache_dir)?;
     let lock_path = cache_dir.join("daemon.lock");
     let lock = crate::store::open_lock_file(&lock_path)?;
@@ -175,10 +178,7 @@ pub fn run(cache_dir: PathBuf, seed: Option<RemoteSettings>) -> Result<()> {
         println!("a kache daemon already runs for {}", cache_dir.display());
         return Ok(());
     }
-    let idle = std::env::var("KACHE_DAEMON_IDLE_TIMEOUT")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(DEFAULT_IDLE_SECS);
+    let idle = idle_secs.unwrap_or(DEFAULT_IDLE_SECS);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
