@@ -44,18 +44,32 @@ unset RUSTC_WRAPPER
 now() { date +%s.%N; }
 log="$KACHE_CACHE_DIR/events.jsonl"
 events() { if [ -f "$log" ]; then wc -l <"$log"; else echo 0; fi; }
-# "<hits> hits, <misses> misses" among the events after line $1.
+# "<hits> hits, <misses> misses" among the events after line $1. A compile
+# that failed (a build script's feature probe, like anyhow's) is not a unit a
+# cache can serve: it is counted apart.
 outcomes() {
-    { tail -n +"$(($1 + 1))" "$log" | grep -o '"outcome":"[a-z]*"' || true; } | sort | uniq -c |
-        awk '{ split($2, o, "\""); n[o[4]] = $1 }
-             END { printf "%d hits, %d misses", n["hit"], n["miss"] + n["dup"] }'
+    python3 - "$log" "$1" <<'PY'
+import json, sys
+try:
+    lines = open(sys.argv[1]).read().splitlines()[int(sys.argv[2]):]
+except FileNotFoundError:
+    lines = []
+events = [json.loads(line) for line in lines]
+probes = [e for e in events if e.get("reason", "").startswith("rustc exited")]
+units = [e for e in events if e not in probes]
+hits = sum(e["outcome"] == "hit" for e in units)
+misses = sum(e["outcome"] in ("miss", "dup") for e in units)
+note = f" ({len(probes)} failed feature probes, never cached)" if probes else ""
+print(f"{hits} hits, {misses} misses{note}")
+PY
 }
 # build <label> <dir> [env...]: a cargo build, timed; sets $seconds.
 build() {
     local label=$1 dir=$2; shift 2
     echo "==> $label"
     local start; start=$(now)
-    (cd "$dir" && env "$@" cargo build --offline --locked --quiet)
+    local locked=(); [ -f "$dir/Cargo.lock" ] && locked=(--locked)
+    (cd "$dir" && env "$@" cargo build --offline "${locked[@]}" --quiet)
     seconds=$(awk -v a="$start" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')
 }
 size() { du -sb "$@" 2>/dev/null | awk '{ s += $1 } END { printf "%.0f MiB", s / 1048576 }'; }
