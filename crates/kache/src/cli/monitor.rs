@@ -337,7 +337,7 @@ impl Monitor {
 
     fn draw_transfers(&self, frame: &mut Frame, area: ratatui::layout::Rect) {
         let [head, table] =
-            Layout::vertical([Constraint::Length(4), Constraint::Min(1)]).areas(area);
+            Layout::vertical([Constraint::Length(6), Constraint::Min(1)]).areas(area);
         let status = match &self.daemon {
             Some(s) => vec![
                 Line::from(format!(
@@ -345,6 +345,23 @@ impl Monitor {
                     s.pid, s.uptime_secs, s.queued, s.uploaded, s.remote_hits, s.prefetched
                 )),
                 Line::from(format!("remotes: {}", s.remotes.join(", "))),
+                Line::from(if s.active.is_empty() {
+                    "under way: nothing".to_string()
+                } else {
+                    let shown: Vec<String> = s
+                        .active
+                        .iter()
+                        .map(|t| {
+                            format!(
+                                "{} {} ({} ms)",
+                                t.direction,
+                                short_key(Some(&t.cache_key)),
+                                t.elapsed_ms
+                            )
+                        })
+                        .collect();
+                    format!("under way ({}): {}", shown.len(), shown.join(" · "))
+                }),
             ],
             None => vec![Line::from(
                 "no daemon runs: nothing is uploading or prefetching (reading the store and log directly)",

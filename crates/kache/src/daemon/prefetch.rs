@@ -149,6 +149,7 @@ async fn pull_once(
         .clone();
     let pulled = {
         let _turn = lock.lock().await;
+        let _shown = state.transfer("download", key);
         remote.pull(crate_name, key, Some(origin)).await
     };
     let mut pulling = state.pulling.lock().expect("pulling lock");

@@ -140,4 +140,17 @@ pub struct Status {
     pub remote_hits: u64,
     pub prefetched: u64,
     pub uploaded: u64,
+    /// Transfers under way now, oldest first (absent from older daemons).
+    #[serde(default)]
+    pub active: Vec<ActiveTransfer>,
+}
+
+/// One upload or download under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveTransfer {
+    /// `upload` or `download`.
+    pub direction: String,
+    pub cache_key: String,
+    /// Milliseconds since it started.
+    pub elapsed_ms: u64,
 }

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use super::client;
 use super::feedback;
 use super::prefetch::{self, BREAKER_FAILURES, BREAKER_OPEN, InFlight};
-use super::protocol::{RemoteSettings, Request, Response, Status};
+use super::protocol::{ActiveTransfer, RemoteSettings, Request, Response, Status};
 use super::uploads;
 use crate::remote::Remote;
 use crate::store::Store;
@@ -54,9 +54,63 @@ pub struct State {
     remote_hits: AtomicU64,
     prefetched: AtomicU64,
     uploaded: AtomicU64,
+    /// Transfers under way, by a serial number (see [`State::transfer`]).
+    active: Mutex<std::collections::BTreeMap<u64, (&'static str, String, Instant)>>,
+    next_transfer: AtomicU64,
+}
+
+/// Marks one transfer as under way until dropped.
+pub struct Transfer<'a> {
+    state: &'a State,
+    id: u64,
+}
+
+impl Drop for Transfer<'_> {
+    fn drop(&mut self) {
+        self.state
+            .active
+            .lock()
+            .expect("active lock")
+            .remove(&self.id);
+    }
 }
 
 impl State {
+    /// A fresh state for the daemon of `cache_dir`.
+    fn new(cache_dir: PathBuf) -> Self {
+        Self {
+            cache_dir,
+            started: Instant::now(),
+            last_request: Mutex::new(Instant::now()),
+            remotes: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            negative: Mutex::new(HashMap::new()),
+            pulling: Mutex::new(HashMap::new()),
+            plans: Mutex::new(Vec::new()),
+            fetched: Mutex::new(HashSet::new()),
+            breaker: Mutex::new(HashMap::new()),
+            builds: Mutex::new(HashMap::new()),
+            uploads_ready: Notify::new(),
+            shutdown: Notify::new(),
+            remote_hits: AtomicU64::new(0),
+            prefetched: AtomicU64::new(0),
+            uploaded: AtomicU64::new(0),
+            active: Mutex::new(Default::default()),
+            next_transfer: AtomicU64::new(0),
+        }
+    }
+
+    /// Lists an `upload` or `download` of `key` in the status while the
+    /// returned guard lives.
+    pub fn transfer(&self, direction: &'static str, key: &str) -> Transfer<'_> {
+        let id = self.next_transfer.fetch_add(1, Ordering::Relaxed);
+        self.active
+            .lock()
+            .expect("active lock")
+            .insert(id, (direction, key.to_string(), Instant::now()));
+        Transfer { state: self, id }
+    }
+
     /// The open remote for `settings`, opening it on first use.
     fn remote(&self, settings: &RemoteSettings) -> Result<(String, Remote)> {
         let id = settings.id();
@@ -162,6 +216,17 @@ impl State {
             remote_hits: self.remote_hits.load(Ordering::Relaxed),
             prefetched: self.prefetched.load(Ordering::Relaxed),
             uploaded: self.uploaded.load(Ordering::Relaxed),
+            active: self
+                .active
+                .lock()
+                .expect("active lock")
+                .values()
+                .map(|(direction, key, started)| ActiveTransfer {
+                    direction: direction.to_string(),
+                    cache_key: key.clone(),
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                })
+                .collect(),
         }
     }
 }
@@ -195,24 +260,7 @@ async fn serve(cache_dir: PathBuf, seed: Option<RemoteSettings>, idle_secs: u64)
     let listener = UnixListener::bind(&socket)
         .with_context(|| format!("listening on {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
-    let state = Arc::new(State {
-        cache_dir,
-        started: Instant::now(),
-        last_request: Mutex::new(Instant::now()),
-        remotes: Mutex::new(HashMap::new()),
-        inflight: Mutex::new(HashMap::new()),
-        negative: Mutex::new(HashMap::new()),
-        pulling: Mutex::new(HashMap::new()),
-        plans: Mutex::new(Vec::new()),
-        fetched: Mutex::new(HashSet::new()),
-        breaker: Mutex::new(HashMap::new()),
-        builds: Mutex::new(HashMap::new()),
-        uploads_ready: Notify::new(),
-        shutdown: Notify::new(),
-        remote_hits: AtomicU64::new(0),
-        prefetched: AtomicU64::new(0),
-        uploaded: AtomicU64::new(0),
-    });
+    let state = Arc::new(State::new(cache_dir));
     // The environment it was started with serves only uploads queued for
     // that same remote; requests bring their own settings.
     if let Some(seed) = seed
@@ -353,5 +401,30 @@ async fn handle(state: &Arc<State>, request: Request) -> Response {
 fn refused(remote: &RemoteSettings, err: anyhow::Error) -> Response {
     Response::Refused {
         reason: format!("cannot use {}: {err:#}", remote.to_config().describe()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transfer_is_listed_in_the_status_while_under_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::new(dir.path().to_path_buf());
+        let upload = state.transfer("upload", "k1");
+        let download = state.transfer("download", "k2");
+        let active = state.status().active;
+        assert_eq!(
+            active
+                .iter()
+                .map(|t| (t.direction.as_str(), t.cache_key.as_str()))
+                .collect::<Vec<_>>(),
+            [("upload", "k1"), ("download", "k2")]
+        );
+        drop(upload);
+        assert_eq!(state.status().active.len(), 1);
+        drop(download);
+        assert!(state.status().active.is_empty());
     }
 }

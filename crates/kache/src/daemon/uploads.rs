@@ -38,7 +38,9 @@ pub async fn drain_due(state: &Arc<State>) -> Result<usize> {
         let mut results = futures::stream::iter(due.into_iter().map(|key| {
             let remote = remote.clone();
             async move {
+                let shown = state.transfer("upload", &key);
                 let result = remote.push(&key).await;
+                drop(shown);
                 (key, result)
             }
         }))
