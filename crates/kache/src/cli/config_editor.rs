@@ -14,13 +14,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ratatui::crossterm::event::{self, Event as Input, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 use ratatui::{DefaultTerminal, Frame};
 use toml_edit::{DocumentMut, Item, Table as TomlTable, value};
 
+use super::tui::{Press, next_press};
 use crate::config::Config;
 
 #[derive(clap::Args)]
@@ -266,21 +267,14 @@ impl Editor {
     fn run(&mut self, terminal: &mut DefaultTerminal) -> Result<()> {
         loop {
             terminal.draw(|frame| self.draw(frame))?;
-            if !event::poll(Duration::from_millis(250))? {
-                continue;
-            }
-            let Input::Key(key) = event::read()? else {
-                continue;
+            let code = match next_press(Duration::from_millis(250))? {
+                Press::Key(code) => code,
+                Press::Interrupt => return Ok(()),
+                Press::Nothing => continue,
             };
-            if key.kind != KeyEventKind::Press {
-                continue;
-            }
-            if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-                return Ok(());
-            }
             if self.confirming {
                 self.confirming = false;
-                if matches!(key.code, KeyCode::Char('y' | 'Y')) {
+                if matches!(code, KeyCode::Char('y' | 'Y')) {
                     self.save()?;
                 } else {
                     self.message = "not saved".into();
@@ -288,7 +282,7 @@ impl Editor {
                 continue;
             }
             if let Some(input) = &mut self.input {
-                match key.code {
+                match code {
                     KeyCode::Enter => self.apply(),
                     KeyCode::Esc => {
                         self.input = None;
@@ -302,7 +296,7 @@ impl Editor {
                 }
                 continue;
             }
-            match key.code {
+            match code {
                 KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
                 KeyCode::Down | KeyCode::Char('j') => self.state.select_next(),
                 KeyCode::Up | KeyCode::Char('k') => self.state.select_previous(),

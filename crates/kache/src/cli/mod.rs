@@ -14,6 +14,7 @@ mod report;
 mod save_manifest;
 mod stats;
 mod sync;
+mod tui;
 mod why_miss;
 mod workspace;
 

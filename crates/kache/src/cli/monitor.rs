@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use kache_core::size::format_size;
-use ratatui::crossterm::event::{self, Event as Input, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
@@ -25,6 +25,7 @@ use ratatui::widgets::{Block, Paragraph, Row, Table, Tabs};
 use ratatui::{DefaultTerminal, Frame};
 
 use super::clean::{self, TargetDir};
+use super::tui::{Press, next_press};
 use crate::config::Config;
 use crate::daemon::protocol::Status;
 use crate::events::{self, Event, Outcome};
@@ -101,20 +102,13 @@ impl Monitor {
                 last = Instant::now();
             }
             terminal.draw(|frame| self.draw(frame))?;
-            if !event::poll(Duration::from_millis(200))? {
-                continue;
-            }
-            let Input::Key(key) = event::read()? else {
-                continue;
+            let code = match next_press(Duration::from_millis(200))? {
+                Press::Key(code) => code,
+                Press::Interrupt => return Ok(()),
+                Press::Nothing => continue,
             };
-            if key.kind != KeyEventKind::Press {
-                continue;
-            }
-            if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-                return Ok(());
-            }
             if self.typing {
-                match key.code {
+                match code {
                     KeyCode::Enter | KeyCode::Esc => self.typing = false,
                     KeyCode::Backspace => {
                         self.filter.pop();
@@ -124,7 +118,7 @@ impl Monitor {
                 }
                 continue;
             }
-            match key.code {
+            match code {
                 KeyCode::Char('q') | KeyCode::Esc => return Ok(()),
                 KeyCode::Tab | KeyCode::Right => self.select((self.tab + 1) % TABS.len()),
                 KeyCode::BackTab | KeyCode::Left => {
