@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: install kache from this checkout, then show it on a real
-# project — examples/showcase, a command-line tool on 62 crates from
+# project — examples/showcase, a command-line tool on 60+ crates from
 # crates.io (proc-macros, build scripts, C code through the cc crate):
 #   1. plain cargo, cold (no kache): the yardstick
 #   2. through kache, cold (an empty store)
@@ -19,8 +19,10 @@ offline=0
 if [ -n "${KACHE_BIN:-}" ]; then
     kache=$KACHE_BIN
 else
-    echo "==> installing kache from $root"
+    echo "==> installing kache from $root (a release build, once)"
+    install_start=$(date +%s)
     cargo install --quiet --locked --path "$root/crates/kache"
+    echo "    installed in $(($(date +%s) - install_start)) s"
     kache="$(command -v kache || echo "${CARGO_HOME:-$HOME/.cargo}/bin/kache")"
 fi
 
@@ -28,7 +30,10 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 showcase="$root/examples/showcase"
 if [ "$offline" = 0 ] && cargo fetch --locked --quiet --manifest-path "$showcase/Cargo.toml" 2>/dev/null; then
-    echo "==> project: examples/showcase ($(grep -c '^name = ' "$showcase/Cargo.lock") crates from Cargo.lock)"
+    # The crates this platform builds (Cargo.lock also lists other platforms'), less showcase itself.
+    crates=$(cargo tree --offline --locked -e normal,build --prefix none --manifest-path "$showcase/Cargo.toml" |
+        sed 's/ (.*//' | sort -u | grep -vc '^showcase ')
+    echo "==> project: examples/showcase ($crates crates from crates.io)"
     cp -r "$showcase" "$work/checkout-1"
     program=(./target/debug/showcase)
 else
@@ -42,6 +47,7 @@ export KACHE_CACHE_DIR="$work/cache" CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0
 unset RUSTC_WRAPPER
 
 now() { date +%s.%N; }
+demo_start=$(now)
 log="$KACHE_CACHE_DIR/events.jsonl"
 events() { if [ -f "$log" ]; then wc -l <"$log"; else echo 0; fi; }
 # "<hits> hits, <misses> misses" among the events after line $1. A compile
@@ -103,3 +109,4 @@ echo "disk: plain target/ $(size "$work/plain-target");" \
     "checkout 2 target/ $(size "$work/checkout-2/target");" \
     "all three together $(size "$KACHE_CACHE_DIR" "$work/checkout-1/target" "$work/checkout-2/target")" \
     "(files hardlinked from the store counted once)"
+echo "the four builds and this table took $(awk -v a="$demo_start" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }') s"
