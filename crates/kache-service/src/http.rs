@@ -284,17 +284,11 @@ async fn prefetch_plan(State(app): State<Arc<App>>, headers: HeaderMap, body: By
         reason: reason.map(|r| r.as_str().to_string()),
     };
     let mut body = Vec::with_capacity(256 + 128 * response.candidates.len());
-    let written = serde_json::to_writer(&mut body, &response);
+    response.write_json(&mut body);
     drop(response);
     drop(guard);
     app.metrics.latency.observe(started.elapsed().as_secs_f64());
-    match written {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(err) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("writing the plan: {err}"),
-        ),
-    }
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Shared gate of the ingest routes: auth, then readiness; `Some` is the refusal.

@@ -144,6 +144,59 @@ struct SightingSlot {
     last_seen: u64,
 }
 
+/// A cache key as a ranked list keeps it: inline when it is the usual 64
+/// characters (a blake3 hex digest), so reading a list chases no pointer
+/// per key.
+#[derive(Debug)]
+enum KeyText {
+    Inline([u8; 64]),
+    Shared(Arc<str>),
+}
+
+impl KeyText {
+    fn new(key: &str) -> Self {
+        match <[u8; 64]>::try_from(key.as_bytes()) {
+            Ok(bytes) => Self::Inline(bytes),
+            Err(_) => Self::Shared(Arc::from(key)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Self::Inline(bytes) => std::str::from_utf8(bytes).expect("copied from a str"),
+            Self::Shared(key) => key,
+        }
+    }
+}
+
+/// One entry of a crate's ranked history: everything a plan reads about it,
+/// side by side with the crate's other entries, so a plan's best guesses
+/// for a crate are one run of memory.
+#[derive(Debug)]
+struct Ranked {
+    cache_key: KeyText,
+    crate_name: Arc<str>,
+    seen_count: u64,
+    last_seen: u64,
+    compile_time_ms: u64,
+    size: u64,
+    identity: Option<Arc<Identity>>,
+}
+
+impl Ranked {
+    fn known(&self) -> Known<'_> {
+        Known {
+            cache_key: self.cache_key.as_str(),
+            crate_name: &self.crate_name,
+            seen_count: self.seen_count,
+            last_seen_ms: self.last_seen,
+            compile_time_ms: self.compile_time_ms,
+            size_bytes: self.size,
+            identity: self.identity.as_deref(),
+        }
+    }
+}
+
 /// The in-memory state.
 ///
 /// The records ingest reads and writes (`sightings`, `artifacts`) sit beside
@@ -159,11 +212,24 @@ pub struct State {
     slot_of: HashMap<String, u32>,
     views: Vec<SightingSlot>,
     view_of: HashMap<String, u32>,
-    /// kind → namespace → scope → sighting views. Nested so a lookup
-    /// borrows its `&str` arguments instead of allocating a key.
+    /// kind → namespace → scope → sighting views, for every kind but deps.
+    /// Nested so a lookup borrows its `&str` arguments instead of
+    /// allocating a key.
     by_scope: FastMap<SightingKind, FastMap<String, FastMap<String, Vec<u32>>>>,
+    /// Dep sightings (scope `name@version`) as namespace → name → version →
+    /// views, so an exact lookup borrows the intent's two strings.
+    by_dep: FastMap<String, FastMap<String, FastMap<String, Vec<u32>>>>,
     /// Normalised crate name → its artifacts: the "any known key" source.
     by_crate: FastMap<String, Vec<u32>>,
+    /// Normalised crate name → its history, ranked, as plans read it (a
+    /// copy of the history sightings' views, remade by `rerank`).
+    history: FastMap<String, Vec<Ranked>>,
+    /// Artifact slot → the histories holding it other than its own crate's
+    /// (rare: documents that disagree on a key's crate). With these,
+    /// `put_artifact` knows every copy in `history` to remake.
+    foreign_history: FastMap<u32, Vec<String>>,
+    /// One allocation per distinct crate name, shared by every view.
+    names: FastMap<String, Arc<str>>,
     /// Namespace → normalised crate → the keys its shards recorded.
     shard_keys: FastMap<String, FastMap<String, Vec<String>>>,
     /// One allocation per distinct identity.
@@ -173,6 +239,28 @@ pub struct State {
 }
 
 impl State {
+    /// The shared copy of a crate name.
+    fn name(&mut self, crate_name: &str) -> Arc<str> {
+        if let Some(name) = self.names.get(crate_name) {
+            return name.clone();
+        }
+        let name: Arc<str> = Arc::from(crate_name);
+        self.names.insert(crate_name.to_string(), name.clone());
+        name
+    }
+
+    /// Records that the history of `scope` holds the artifact `slot` of the
+    /// crate `own`, when that is another crate.
+    fn note_foreign(&mut self, slot: u32, own: Arc<str>, scope: &str) {
+        let scope = normalize_crate(scope);
+        if scope != normalize_crate(&own) {
+            let scopes = self.foreign_history.entry(slot).or_default();
+            if !scopes.iter().any(|s| *s == scope) {
+                scopes.push(scope.into_owned());
+            }
+        }
+    }
+
     /// The arena slot of `cache_key`, made empty if it has none yet (a
     /// sighting can be loaded before its artifact).
     fn slot(&mut self, cache_key: &str, crate_name: &str) -> u32 {
@@ -180,9 +268,10 @@ impl State {
             return at;
         }
         let at = self.slots.len() as u32;
+        let crate_name = self.name(crate_name);
         self.slots.push(ArtifactSlot {
             cache_key: Arc::from(cache_key),
-            crate_name: Arc::from(crate_name),
+            crate_name,
             compile_time_ms: 0,
             size: 0,
             seen_count: 0,
@@ -215,22 +304,41 @@ impl State {
                     }
                 }
                 let artifact = self.slot(&sighting.cache_key, &sighting.crate_name);
+                if sighting.kind == SightingKind::History {
+                    let own = &self.slots[artifact as usize].crate_name;
+                    self.note_foreign(artifact, own.clone(), &sighting.scope);
+                }
                 let at = self.views.len() as u32;
+                let crate_name = self.name(&sighting.crate_name);
                 self.views.push(SightingSlot {
                     artifact,
-                    crate_name: Arc::from(sighting.crate_name.as_str()),
+                    crate_name,
                     seen_count: sighting.seen_count,
                     last_seen: sighting.last_seen,
                 });
                 self.view_of.insert(id.clone(), at);
-                self.by_scope
-                    .entry(sighting.kind)
-                    .or_default()
-                    .entry(sighting.namespace.clone())
-                    .or_default()
-                    .entry(sighting.index_scope())
-                    .or_default()
-                    .push(at);
+                if sighting.kind == SightingKind::Dep {
+                    // A scope without `@` cannot be asked for: not indexed.
+                    if let Some((name, version)) = sighting.scope.rsplit_once('@') {
+                        self.by_dep
+                            .entry(sighting.namespace.clone())
+                            .or_default()
+                            .entry(name.to_string())
+                            .or_default()
+                            .entry(version.to_string())
+                            .or_default()
+                            .push(at);
+                    }
+                } else {
+                    self.by_scope
+                        .entry(sighting.kind)
+                        .or_default()
+                        .entry(sighting.namespace.clone())
+                        .or_default()
+                        .entry(sighting.index_scope())
+                        .or_default()
+                        .push(at);
+                }
             }
         }
         if matches!(sighting.kind, SightingKind::History | SightingKind::Key) {
@@ -258,8 +366,11 @@ impl State {
                 .or_insert_with(|| Arc::new(identity.clone()))
                 .clone()
         });
+        let crate_name = self.name(&artifact.crate_name);
+        let before = std::mem::replace(&mut self.slots[at as usize].crate_name, crate_name);
+        // Histories under its former crate now hold a foreign artifact.
+        self.note_foreign(at, self.slots[at as usize].crate_name.clone(), &before);
         let slot = &mut self.slots[at as usize];
-        slot.crate_name = Arc::from(artifact.crate_name.as_str());
         slot.compile_time_ms = artifact.compile_time_ms;
         slot.size = artifact.size;
         slot.seen_count = artifact.seen_count;
@@ -268,6 +379,9 @@ impl State {
             slot.identity = identity;
         }
         self.rerank(&artifact.crate_name);
+        for scope in self.foreign_history.get(&at).cloned().unwrap_or_default() {
+            self.rerank(&scope);
+        }
         self.artifacts.insert(artifact.cache_key.clone(), artifact);
     }
 
@@ -343,6 +457,7 @@ impl State {
         let Self {
             by_scope,
             by_crate,
+            history,
             views,
             slots,
             ..
@@ -359,6 +474,22 @@ impl State {
                 .and_then(|scopes| scopes.get_mut(name.as_ref()));
             if let Some(list) = list {
                 list.sort_by(|&a, &b| rank_order(&view(a), &view(b)));
+                if kind == SightingKind::History {
+                    let ranked = list.iter().map(|&at| {
+                        let view = &views[at as usize];
+                        let slot = &slots[view.artifact as usize];
+                        Ranked {
+                            cache_key: KeyText::new(&slot.cache_key),
+                            crate_name: view.crate_name.clone(),
+                            seen_count: view.seen_count,
+                            last_seen: view.last_seen,
+                            compile_time_ms: slot.compile_time_ms,
+                            size: slot.size,
+                            identity: slot.identity.clone(),
+                        }
+                    });
+                    history.insert(name.to_string(), ranked.collect());
+                }
             }
         }
         let slot = |at: u32| {
@@ -384,8 +515,15 @@ impl PlanSource for State {
         name: &str,
         version: &str,
     ) -> Result<Vec<Known<'_>>, SourceError> {
-        Ok(self
-            .lookup(SightingKind::Dep, namespace, &[name, "@", version].concat())
+        let views = self
+            .by_dep
+            .get(namespace)
+            .and_then(|names| names.get(name))
+            .and_then(|versions| versions.get(version));
+        Ok(views
+            .into_iter()
+            .flatten()
+            .map(|&at| self.view(at))
             .collect())
     }
 
@@ -396,7 +534,8 @@ impl PlanSource for State {
     }
 
     fn history(&self, crate_name: &str) -> Result<impl Iterator<Item = Known<'_>>, SourceError> {
-        Ok(self.lookup(SightingKind::History, "", &normalize_crate(crate_name)))
+        let ranked = self.history.get(normalize_crate(crate_name).as_ref());
+        Ok(ranked.into_iter().flatten().map(Ranked::known))
     }
 
     fn known_keys(&self, crate_name: &str) -> Result<impl Iterator<Item = Known<'_>>, SourceError> {
@@ -419,5 +558,103 @@ impl PlanSource for State {
             .flatten()
             .map(String::as_str)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kache_core::plan::{BuildIntent, Planned, plan};
+
+    fn history(scope: &str, key: &str, crate_name: &str, last_seen: u64) -> Sighting {
+        Sighting {
+            kind: SightingKind::History,
+            namespace: String::new(),
+            scope: scope.into(),
+            cache_key: key.into(),
+            crate_name: crate_name.into(),
+            seen_count: 1,
+            last_seen,
+        }
+    }
+
+    fn artifact(key: &str, crate_name: &str, ms: u64, target: Option<&str>) -> Artifact {
+        Artifact {
+            cache_key: key.into(),
+            crate_name: crate_name.into(),
+            compile_time_ms: ms,
+            size: 10,
+            seen_count: 1,
+            last_seen: 1,
+            identity: target.map(|target| Identity {
+                target: target.into(),
+                toolchain: "t".into(),
+                profile: "dev".into(),
+            }),
+        }
+    }
+
+    /// (key, compile_time_ms) of the plan for `crate_name` built for `target`.
+    fn planned(state: &State, crate_name: &str, target: Option<&str>) -> Vec<(String, u64)> {
+        let intent = BuildIntent {
+            crate_names: vec![crate_name.into()],
+            identity: artifact("", "", 0, target).identity,
+            ..BuildIntent::default()
+        };
+        match plan(&intent, state).unwrap() {
+            Planned::Execute(chosen) => chosen
+                .iter()
+                .map(|c| {
+                    (
+                        c.candidate.cache_key.to_string(),
+                        c.candidate.compile_time_ms,
+                    )
+                })
+                .collect(),
+            Planned::Fallback(_) => vec![],
+        }
+    }
+
+    #[test]
+    fn the_ranked_history_follows_every_change_of_its_artifacts() {
+        let long = "f".repeat(64);
+        let mut state = State::default();
+        state.put_sighting(history("serde", &long, "serde", 1));
+        state.put_sighting(history("serde", "short-key", "serde", 2));
+        state.put_artifact(artifact(&long, "serde", 700, None));
+        // The most recently seen first; an inline and a shared key alike.
+        assert_eq!(
+            planned(&state, "serde", None),
+            [("short-key".to_string(), 0), (long.clone(), 700)]
+        );
+        // A later sighting reorders; a later artifact record updates.
+        state.put_sighting(history("serde", &long, "serde", 3));
+        state.put_artifact(artifact(
+            &long,
+            "serde",
+            900,
+            Some("x86_64-unknown-linux-gnu"),
+        ));
+        assert_eq!(planned(&state, "serde", None)[0], (long.clone(), 900));
+        assert_eq!(
+            planned(&state, "serde", Some("aarch64-apple-darwin")),
+            [("short-key".to_string(), 0)],
+            "an artifact of another identity is never offered"
+        );
+    }
+
+    #[test]
+    fn an_artifact_in_another_crates_history_is_updated_there_too() {
+        let mut state = State::default();
+        // Two documents disagree: the key is history of `a` and an artifact of `b`.
+        state.put_sighting(history("a", "k1", "a", 1));
+        state.put_artifact(artifact("k1", "b", 5, None));
+        state.put_sighting(history("c", "k1", "c", 1));
+        assert_eq!(planned(&state, "a", None), [("k1".to_string(), 5)]);
+        state.put_artifact(artifact("k1", "b", 6, Some("x86_64-unknown-linux-gnu")));
+        for scope in ["a", "c"] {
+            assert_eq!(planned(&state, scope, None), [("k1".to_string(), 6)]);
+            assert_eq!(planned(&state, scope, Some("wasm32-unknown-unknown")), []);
+        }
     }
 }

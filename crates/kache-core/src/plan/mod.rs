@@ -1,5 +1,5 @@
-//! Prefetch planning: the planner's HTTP wire types and the pure logic that
-//! turns a build intent into ranked candidates.
+//! Prefetch planning: the pure logic that turns a build intent into ranked
+//! candidates (the HTTP wire types are in `wire.rs`, re-exported here).
 //!
 //! Sources are merged by confidence. First the *exact* source: artifacts seen
 //! under the intent's namespace for the very `name@version` packages of its
@@ -28,93 +28,11 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use foldhash::{HashMap as FastMap, HashSet as FastSet};
-use std::sync::Arc;
-
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Identity, shard_bucket, shard_hash};
 
-/// `POST /v{1,2}/prefetch-plan` body. Every field is optional; unknown fields
-/// are ignored so newer clients keep working.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct BuildIntent {
-    /// Crates in the order the build will need them (dependencies first).
-    #[serde(default)]
-    pub crate_names: Vec<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// `[name, version]` pairs from `Cargo.lock`.
-    #[serde(default)]
-    pub cargo_lock_deps: Vec<(String, String)>,
-    /// Crate → the crates it uses directly (normalised names), from the
-    /// resolved graph. An addition to the contract: with it, a changed
-    /// dependency also rules out its dependents' old artifacts.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub crate_deps: BTreeMap<String, Vec<String>>,
-    /// The build's identity; artifacts of another are never offered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<Identity>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<Budget>,
-}
-
-/// Limits a client states for one plan; either may be absent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Budget {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_candidates: Option<usize>,
-    /// Bytes of the candidates' files (unpacked), as far as they are known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_bytes: Option<u64>,
-}
-
-/// What the client should do with a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Disposition {
-    /// Fetch the candidates, in order.
-    Execute,
-    /// The planner cannot help: prefetch by `Cargo.lock` as if it were absent.
-    UseFallback,
-    /// Fetch nothing.
-    DoNothing,
-}
-
-/// The plan returned to the client. Only `disposition` is required.
-///
-/// Generic over the candidates' strings: clients read owned ones, the
-/// service writes ones borrowed from its state (a plan copies no strings).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct PrefetchPlan<S = Arc<str>> {
-    #[serde(default)]
-    pub plan_id: String,
-    #[serde(default)]
-    pub planner: String,
-    pub disposition: Disposition,
-    #[serde(default)]
-    pub candidates: Vec<PlanCandidate<S>>,
-    /// Why the plan falls back (`no_state`, `no_candidates`,
-    /// `planning_error`); absent on `execute`. An addition to the contract.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
-/// One artifact worth fetching.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub struct PlanCandidate<S = Arc<str>> {
-    pub cache_key: S,
-    pub crate_name: S,
-    /// What compiling it cost, when known (0: unknown). Additive fields.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub compile_time_ms: u64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub size_bytes: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
+mod wire;
+pub use wire::{Budget, BuildIntent, Disposition, PlanCandidate, PrefetchPlan};
 
 /// Which source offered a candidate (the `source` label of the metrics),
 /// strongest first.
@@ -321,7 +239,7 @@ pub fn plan<'a, S: PlanSource>(
             }
             exact.extend(found);
         }
-        changed.sort();
+        changed.sort_unstable();
         changed.dedup();
         let mut built_before = Vec::new();
         for name in changed {
@@ -795,35 +713,5 @@ mod tests {
         };
         assert_eq!(chosen[0].candidate.compile_time_ms, 4000);
         assert_eq!(chosen[0].source, SourceKind::History);
-    }
-
-    #[test]
-    fn intent_and_plan_follow_the_wire_contract() {
-        let intent: BuildIntent = serde_json::from_str("{}").unwrap();
-        assert_eq!(intent, BuildIntent::default());
-        let intent: BuildIntent = serde_json::from_str(
-            r#"{"crate_names":["serde"],"namespace":null,"cargo_lock_deps":[["serde","1.0.210"]],"budget_bytes":5}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            intent.cargo_lock_deps,
-            [("serde".to_string(), "1.0.210".to_string())]
-        );
-        let plan: PrefetchPlan = serde_json::from_str(r#"{"disposition":"use_fallback"}"#).unwrap();
-        assert_eq!(plan.disposition, Disposition::UseFallback);
-        assert!(plan.candidates.is_empty());
-        assert!(
-            serde_json::from_str::<PrefetchPlan>(r#"{"plan_id":"x"}"#).is_err(),
-            "disposition is required"
-        );
-        let json = serde_json::to_value(PrefetchPlan::<Arc<str>> {
-            plan_id: "p".into(),
-            planner: "planner".into(),
-            disposition: Disposition::DoNothing,
-            candidates: vec![],
-            reason: None,
-        })
-        .unwrap();
-        assert_eq!(json["disposition"], "do_nothing");
     }
 }
