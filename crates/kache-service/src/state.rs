@@ -4,11 +4,13 @@
 //! computed from, so a plan never waits on storage. Only the leader holds it,
 //! and every change goes to the database first (see `ingest.rs`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use foldhash::HashMap as FastMap;
-use kache_core::manifest::Identity;
+use kache_core::manifest::{Identity, shard_bucket};
 use kache_core::plan::{Known, PlanSource, normalize_crate, rank_order};
 use serde::{Deserialize, Serialize};
 
@@ -144,37 +146,12 @@ struct SightingSlot {
     last_seen: u64,
 }
 
-/// A cache key as a ranked list keeps it: inline when it is the usual 64
-/// characters (a blake3 hex digest), so reading a list chases no pointer
-/// per key.
-#[derive(Debug)]
-enum KeyText {
-    Inline([u8; 64]),
-    Shared(Arc<str>),
-}
-
-impl KeyText {
-    fn new(key: &str) -> Self {
-        match <[u8; 64]>::try_from(key.as_bytes()) {
-            Ok(bytes) => Self::Inline(bytes),
-            Err(_) => Self::Shared(Arc::from(key)),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            Self::Inline(bytes) => std::str::from_utf8(bytes).expect("copied from a str"),
-            Self::Shared(key) => key,
-        }
-    }
-}
-
-/// One entry of a crate's ranked history: everything a plan reads about it,
-/// side by side with the crate's other entries, so a plan's best guesses
-/// for a crate are one run of memory.
+/// One entry of a crate's ranked history: everything a plan reads about it
+/// but its key, which is in the history's `keys`.
 #[derive(Debug)]
 struct Ranked {
-    cache_key: KeyText,
+    /// Where the key is in the history's `keys`.
+    key: Range<usize>,
     crate_name: Arc<str>,
     seen_count: u64,
     last_seen: u64,
@@ -183,17 +160,26 @@ struct Ranked {
     identity: Option<Arc<Identity>>,
 }
 
-impl Ranked {
-    fn known(&self) -> Known<'_> {
-        Known {
-            cache_key: self.cache_key.as_str(),
-            crate_name: &self.crate_name,
-            seen_count: self.seen_count,
-            last_seen_ms: self.last_seen,
-            compile_time_ms: self.compile_time_ms,
-            size_bytes: self.size,
-            identity: self.identity.as_deref(),
-        }
+/// A crate's history as plans read it: the entries ranked, side by side,
+/// and their keys in one string, so a plan's best guesses for a crate are
+/// two runs of memory instead of a pointer chase per key.
+#[derive(Debug, Default)]
+struct RankedHistory {
+    keys: String,
+    entries: Vec<Ranked>,
+}
+
+impl RankedHistory {
+    fn known(&self) -> impl Iterator<Item = Known<'_>> {
+        self.entries.iter().map(|entry| Known {
+            cache_key: &self.keys[entry.key.clone()],
+            crate_name: &entry.crate_name,
+            seen_count: entry.seen_count,
+            last_seen_ms: entry.last_seen,
+            compile_time_ms: entry.compile_time_ms,
+            size_bytes: entry.size,
+            identity: entry.identity.as_deref(),
+        })
     }
 }
 
@@ -223,13 +209,16 @@ pub struct State {
     by_crate: FastMap<String, Vec<u32>>,
     /// Normalised crate name → its history, ranked, as plans read it (a
     /// copy of the history sightings' views, remade by `rerank`).
-    history: FastMap<String, Vec<Ranked>>,
+    history: FastMap<String, RankedHistory>,
     /// Artifact slot → the histories holding it other than its own crate's
     /// (rare: documents that disagree on a key's crate). With these,
     /// `put_artifact` knows every copy in `history` to remake.
     foreign_history: FastMap<u32, Vec<String>>,
     /// One allocation per distinct crate name, shared by every view.
     names: FastMap<String, Arc<str>>,
+    /// Package name → its shard bucket, for every name ingested (and its
+    /// `-` spelling): plans look buckets up instead of hashing each name.
+    buckets: FastMap<String, u64>,
     /// Namespace → normalised crate → the keys its shards recorded.
     shard_keys: FastMap<String, FastMap<String, Vec<String>>>,
     /// One allocation per distinct identity.
@@ -246,7 +235,18 @@ impl State {
         }
         let name: Arc<str> = Arc::from(crate_name);
         self.names.insert(crate_name.to_string(), name.clone());
+        self.remember_bucket(crate_name);
         name
+    }
+
+    /// Remembers the shard bucket of a package name and of its `-` spelling.
+    fn remember_bucket(&mut self, name: &str) {
+        for spelling in [Cow::Borrowed(name), Cow::Owned(name.replace('_', "-"))] {
+            if !self.buckets.contains_key(spelling.as_ref()) {
+                let bucket = shard_bucket(&spelling);
+                self.buckets.insert(spelling.into_owned(), bucket);
+            }
+        }
     }
 
     /// Records that the history of `scope` holds the artifact `slot` of the
@@ -320,6 +320,7 @@ impl State {
                 if sighting.kind == SightingKind::Dep {
                     // A scope without `@` cannot be asked for: not indexed.
                     if let Some((name, version)) = sighting.scope.rsplit_once('@') {
+                        self.remember_bucket(name);
                         self.by_dep
                             .entry(sighting.namespace.clone())
                             .or_default()
@@ -475,20 +476,23 @@ impl State {
             if let Some(list) = list {
                 list.sort_by(|&a, &b| rank_order(&view(a), &view(b)));
                 if kind == SightingKind::History {
-                    let ranked = list.iter().map(|&at| {
+                    let mut ranked = RankedHistory::default();
+                    for &at in list.iter() {
                         let view = &views[at as usize];
                         let slot = &slots[view.artifact as usize];
-                        Ranked {
-                            cache_key: KeyText::new(&slot.cache_key),
+                        let start = ranked.keys.len();
+                        ranked.keys.push_str(&slot.cache_key);
+                        ranked.entries.push(Ranked {
+                            key: start..ranked.keys.len(),
                             crate_name: view.crate_name.clone(),
                             seen_count: view.seen_count,
                             last_seen: view.last_seen,
                             compile_time_ms: slot.compile_time_ms,
                             size: slot.size,
                             identity: slot.identity.clone(),
-                        }
-                    });
-                    history.insert(name.to_string(), ranked.collect());
+                        });
+                    }
+                    history.insert(name.to_string(), ranked);
                 }
             }
         }
@@ -535,12 +539,19 @@ impl PlanSource for State {
 
     fn history(&self, crate_name: &str) -> Result<impl Iterator<Item = Known<'_>>, SourceError> {
         let ranked = self.history.get(normalize_crate(crate_name).as_ref());
-        Ok(ranked.into_iter().flatten().map(Ranked::known))
+        Ok(ranked.into_iter().flat_map(RankedHistory::known))
     }
 
     fn known_keys(&self, crate_name: &str) -> Result<impl Iterator<Item = Known<'_>>, SourceError> {
         let slots = self.by_crate.get(normalize_crate(crate_name).as_ref());
         Ok(slots.into_iter().flatten().map(|&at| self.slot_known(at)))
+    }
+
+    fn shard_bucket(&self, package: &str) -> u64 {
+        match self.buckets.get(package) {
+            Some(&bucket) => bucket,
+            None => shard_bucket(package),
+        }
     }
 
     fn never_used(&self, cache_key: &str) -> bool {
@@ -655,6 +666,26 @@ mod tests {
         for scope in ["a", "c"] {
             assert_eq!(planned(&state, scope, None), [("k1".to_string(), 6)]);
             assert_eq!(planned(&state, scope, Some("wasm32-unknown-unknown")), []);
+        }
+    }
+
+    #[test]
+    fn remembered_shard_buckets_are_the_contracts_buckets() {
+        let mut state = State::default();
+        state.put_sighting(history("serde_json", "k1", "serde_json", 1));
+        state.put_sighting(Sighting {
+            kind: SightingKind::Dep,
+            namespace: "ci".into(),
+            scope: "proc-macro2@1.0.0".into(),
+            ..history("proc_macro2", "k2", "proc_macro2", 1)
+        });
+        assert!(state.buckets.contains_key("serde-json"));
+        assert!(state.buckets.contains_key("proc-macro2"));
+        for name in ["serde_json", "serde-json", "proc-macro2", "never-seen"] {
+            assert_eq!(
+                PlanSource::shard_bucket(&state, name),
+                kache_core::manifest::shard_bucket(name)
+            );
         }
     }
 }

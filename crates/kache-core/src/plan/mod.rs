@@ -100,6 +100,10 @@ pub trait PlanSource {
     /// Every key `namespace`'s shards recorded for a crate, whatever the
     /// shard: what this namespace built the crate as before.
     fn namespace_keys(&self, namespace: &str, crate_name: &str) -> Result<Vec<&str>, Self::Error>;
+    /// [`shard_bucket`] of a package; a source may answer from memory.
+    fn shard_bucket(&self, package: &str) -> u64 {
+        shard_bucket(package)
+    }
     /// True for a key plans offered again and again and builds never used:
     /// it is not guessed any more (an exact match still offers it).
     fn never_used(&self, _cache_key: &str) -> bool {
@@ -229,7 +233,10 @@ pub fn plan<'a, S: PlanSource>(
         }
         let mut buckets: BTreeMap<u64, Vec<&(String, String)>> = BTreeMap::new();
         for dep in &intent.cargo_lock_deps {
-            buckets.entry(shard_bucket(&dep.0)).or_default().push(dep);
+            buckets
+                .entry(source.shard_bucket(&dep.0))
+                .or_default()
+                .push(dep);
         }
         let mut changed = Vec::new();
         for packages in buckets.values() {
