@@ -208,7 +208,7 @@ impl Monitor {
     }
 
     fn draw_build(&self, frame: &mut Frame, area: ratatui::layout::Rect) {
-        let [head, table] =
+        let [head, body] =
             Layout::vertical([Constraint::Length(2), Constraint::Min(1)]).areas(area);
         let summary = super::report::summarize(&self.events, 0);
         let headline = format!(
@@ -236,20 +236,15 @@ impl Monitor {
                     short_key(e.cache_key.as_deref()),
                 ])
             });
-        let widths = [
-            Constraint::Length(5),
-            Constraint::Length(28),
-            Constraint::Length(14),
-            Constraint::Length(10),
-            Constraint::Length(11),
-            Constraint::Min(16),
+        let columns = [
+            ("AGO", Constraint::Length(5)),
+            ("CRATE", Constraint::Length(28)),
+            ("OUTCOME", Constraint::Length(14)),
+            ("TIME", Constraint::Length(10)),
+            ("BYTES", Constraint::Length(11)),
+            ("KEY", Constraint::Min(16)),
         ];
-        frame.render_widget(
-            Table::new(rows, widths)
-                .header(header(["AGO", "CRATE", "OUTCOME", "TIME", "BYTES", "KEY"]))
-                .block(Block::bordered().title(" units, newest first ")),
-            table,
-        );
+        frame.render_widget(table(rows, columns, " units, newest first "), body);
     }
 
     fn draw_projects(&self, frame: &mut Frame, area: ratatui::layout::Rect) {
@@ -265,19 +260,14 @@ impl Monitor {
                 p.profiles.join(","),
             ])
         });
-        let widths = [
-            Constraint::Min(30),
-            Constraint::Length(11),
-            Constraint::Length(7),
-            Constraint::Length(30),
+        let columns = [
+            ("PATH", Constraint::Min(30)),
+            ("SIZE", Constraint::Length(11)),
+            ("CACHED", Constraint::Length(7)),
+            ("PROFILES", Constraint::Length(30)),
         ];
         let title = format!(" target/ folders under {} ", self.projects_root.display());
-        frame.render_widget(
-            Table::new(rows, widths)
-                .header(header(["PATH", "SIZE", "CACHED", "PROFILES"]))
-                .block(Block::bordered().title(title)),
-            area,
-        );
+        frame.render_widget(table(rows, columns, title), area);
     }
 
     fn draw_store(&self, frame: &mut Frame, area: ratatui::layout::Rect) {
@@ -314,23 +304,18 @@ impl Monitor {
                 short_key(Some(&e.cache_key)),
             ])
         });
-        let widths = [
-            Constraint::Length(28),
-            Constraint::Length(11),
-            Constraint::Length(6),
-            Constraint::Length(6),
-            Constraint::Min(16),
+        let columns = [
+            ("CRATE", Constraint::Length(28)),
+            ("SIZE", Constraint::Length(11)),
+            ("HITS", Constraint::Length(6)),
+            ("USED", Constraint::Length(6)),
+            ("KEY", Constraint::Min(16)),
         ];
-        frame.render_widget(
-            Table::new(rows, widths)
-                .header(header(["CRATE", "SIZE", "HITS", "USED", "KEY"]))
-                .block(Block::bordered().title(title)),
-            area,
-        );
+        frame.render_widget(table(rows, columns, title), area);
     }
 
     fn draw_transfers(&self, frame: &mut Frame, area: ratatui::layout::Rect) {
-        let [head, table] =
+        let [head, body] =
             Layout::vertical([Constraint::Length(6), Constraint::Min(1)]).areas(area);
         let status = match &self.daemon {
             Some(s) => vec![
@@ -378,20 +363,15 @@ impl Monitor {
                     short_key(e.cache_key.as_deref()),
                 ])
             });
-        let widths = [
-            Constraint::Length(5),
-            Constraint::Length(28),
-            Constraint::Length(9),
-            Constraint::Length(11),
-            Constraint::Length(13),
-            Constraint::Min(16),
+        let columns = [
+            ("AGO", Constraint::Length(5)),
+            ("CRATE", Constraint::Length(28)),
+            ("FROM", Constraint::Length(9)),
+            ("BYTES", Constraint::Length(11)),
+            ("SPEED", Constraint::Length(13)),
+            ("KEY", Constraint::Min(16)),
         ];
-        frame.render_widget(
-            Table::new(rows, widths)
-                .header(header(["AGO", "CRATE", "FROM", "BYTES", "SPEED", "KEY"]))
-                .block(Block::bordered().title(" recent downloads ")),
-            table,
-        );
+        frame.render_widget(table(rows, columns, " recent downloads "), body);
     }
 
     fn draw_passthroughs(&self, frame: &mut Frame, area: ratatui::layout::Rect) {
@@ -407,22 +387,28 @@ impl Monitor {
         let rows = by_reason
             .into_iter()
             .map(|((reason, name), n)| Row::new([reason, name, n.to_string()]));
-        let widths = [
-            Constraint::Min(30),
-            Constraint::Length(28),
-            Constraint::Length(6),
+        let columns = [
+            ("REASON", Constraint::Min(30)),
+            ("CRATE", Constraint::Length(28)),
+            ("CALLS", Constraint::Length(6)),
         ];
         frame.render_widget(
-            Table::new(rows, widths)
-                .header(header(["REASON", "CRATE", "CALLS"]))
-                .block(Block::bordered().title(" calls kache ran rustc for without caching ")),
+            table(rows, columns, " calls kache ran rustc for without caching "),
             area,
         );
     }
 }
 
-fn header<const N: usize>(names: [&'static str; N]) -> Row<'static> {
-    Row::new(names).style(Style::new().add_modifier(Modifier::BOLD))
+/// A bordered table with a bold header: each column's name beside its width.
+fn table<'a, const N: usize>(
+    rows: impl IntoIterator<Item = Row<'a>>,
+    columns: [(&'static str, Constraint); N],
+    title: impl Into<Line<'a>>,
+) -> Table<'a> {
+    let header = Row::new(columns.map(|(name, _)| name));
+    Table::new(rows, columns.map(|(_, width)| width))
+        .header(header.style(Style::new().add_modifier(Modifier::BOLD)))
+        .block(Block::bordered().title(title))
 }
 
 fn outcome_label(event: &Event) -> String {
