@@ -195,6 +195,7 @@ pub fn document() -> Value {
                     "200": reply("Counted.", &feedback_reply),
                     "400": failure("Malformed, or names a key the plan did not offer."),
                     "404": failure("No such plan, or already reported."),
+                    "500": failure("The database refused the write (the report can be retried)."),
                 })),
             }},
         },

@@ -7,7 +7,9 @@
 //!   or simply a known key for a crate, with its own count and time;
 //! - `scanned:⟨blake3(object name)⟩` — a bucket document already ingested
 //!   and the version (size, modification time) it had, so a restarted
-//!   service scans only what is new or changed.
+//!   service scans only what is new or changed;
+//! - `feedback:⟨blake3(cache_key)⟩` — how often builds used a key plans
+//!   offered, and how often they downloaded it for nothing.
 //!
 //! Records are written whole (`UPSERT … CONTENT`) from the values the state
 //! computed, in batches, so a write is idempotent and replaying one is safe.
@@ -19,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use surrealdb::Surreal;
 use surrealdb::engine::local::{Db, SurrealKv};
 
-use crate::state::{Artifact, Sighting, State};
+use crate::state::{Artifact, KeyFeedback, Sighting, State};
 
 /// Rows per write query.
 const BATCH: usize = 2_000;
@@ -28,6 +30,7 @@ const SCHEMA: &str = "
 DEFINE TABLE IF NOT EXISTS artifact SCHEMALESS;
 DEFINE TABLE IF NOT EXISTS sighting SCHEMALESS;
 DEFINE TABLE IF NOT EXISTS scanned SCHEMALESS;
+DEFINE TABLE IF NOT EXISTS feedback SCHEMALESS;
 DEFINE INDEX IF NOT EXISTS sighting_scope ON sighting FIELDS kind, namespace, scope;
 DEFINE INDEX IF NOT EXISTS artifact_crate ON artifact FIELDS crate_name;
 ";
@@ -50,6 +53,14 @@ struct Record<'a, T> {
     id: &'a str,
     #[serde(flatten)]
     data: &'a T,
+}
+
+/// What builds did with one key plans offered, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FeedbackRecord {
+    cache_key: String,
+    #[serde(flatten)]
+    counts: KeyFeedback,
 }
 
 /// A bucket document already ingested.
@@ -99,11 +110,15 @@ impl Database {
     pub async fn load(&self) -> Result<State> {
         let mut response = self
             .db
-            .query("SELECT * OMIT id FROM artifact; SELECT * OMIT id FROM sighting;")
+            .query(
+                "SELECT * OMIT id FROM artifact; SELECT * OMIT id FROM sighting; \
+                 SELECT * OMIT id FROM feedback;",
+            )
             .await
             .context("reading the state")?;
         let artifacts: Vec<Artifact> = response.take(0).context("reading artifacts")?;
         let sightings: Vec<Sighting> = response.take(1).context("reading sightings")?;
+        let feedback: Vec<FeedbackRecord> = response.take(2).context("reading feedback")?;
         let mut state = State::default();
         for artifact in artifacts {
             state.put_artifact(artifact);
@@ -111,7 +126,26 @@ impl Database {
         for sighting in sightings {
             state.put_sighting(sighting);
         }
+        for record in feedback {
+            state.put_feedback(record.cache_key, record.counts);
+        }
         Ok(state)
+    }
+
+    /// Writes the feedback counts of keys, whole (they replace what was
+    /// stored for those keys).
+    pub async fn write_feedback(&self, counts: &[(String, KeyFeedback)]) -> Result<()> {
+        let rows: Vec<Row<FeedbackRecord>> = counts
+            .iter()
+            .map(|(key, counts)| Row {
+                id: blake3::hash(key.as_bytes()).to_hex().to_string(),
+                data: FeedbackRecord {
+                    cache_key: key.clone(),
+                    counts: *counts,
+                },
+            })
+            .collect();
+        self.upsert("feedback", serde_json::to_value(rows)?).await
     }
 
     /// Writes artifacts and sightings, whole, in batches. Records the state

@@ -402,7 +402,9 @@ async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: By
         }
     };
     let mut results: Vec<(&str, SourceKind, u64)> = Vec::new();
-    {
+    // The plan is claimed (taken from the log) so it is counted once; it
+    // goes back if the counts cannot be stored, so the report can be retried.
+    let offered = {
         let mut log = app.plans.lock().expect("plan log lock");
         let Some(offered) = log.plans.get(&feedback.plan_id) else {
             let message = format!("no plan {:?} to report on", feedback.plan_id);
@@ -427,7 +429,23 @@ async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: By
                 results.push((result, source, bytes));
             }
         }
-        log.plans.remove(&feedback.plan_id);
+        log.plans.remove(&feedback.plan_id)
+    };
+    if let Some(backend) = app.backend.write().await.as_mut()
+        && let Err(err) = backend
+            .record_feedback(&feedback.used, &feedback.unused)
+            .await
+    {
+        warn!("storing plan feedback failed: {err:#}");
+        if let Some(offered) = offered {
+            let mut log = app.plans.lock().expect("plan log lock");
+            log.plans.insert(feedback.plan_id.clone(), offered);
+        }
+        let refusal = error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storing the feedback failed: {err:#}"),
+        );
+        return feedback_reply(&app, "storage_error", refusal);
     }
     for (result, source, bytes) in &results {
         let label = FeedbackLabel {
@@ -439,11 +457,6 @@ async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: By
             .feedback_bytes
             .get_or_create(&label)
             .inc_by(*bytes);
-    }
-    if let Some(backend) = app.backend.write().await.as_mut() {
-        backend
-            .state
-            .record_feedback(&feedback.used, &feedback.unused);
     }
     let reply = FeedbackReply {
         status: "ok".into(),

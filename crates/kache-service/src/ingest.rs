@@ -164,6 +164,20 @@ impl Backend {
         Ok(summary)
     }
 
+    /// Adds a build's report on a plan (`used`, `unused` keys) to each
+    /// key's feedback: database first, then memory.
+    pub async fn record_feedback(&mut self, used: &[String], unused: &[String]) -> Result<()> {
+        let counts = self.state.feedback_after(used, unused);
+        if counts.is_empty() {
+            return Ok(());
+        }
+        self.db.write_feedback(&counts).await?;
+        for (key, counts) in counts {
+            self.state.put_feedback(key, counts);
+        }
+        Ok(())
+    }
+
     /// The version of a bucket document when it was ingested.
     pub fn scanned(&self, name: &str) -> Option<&str> {
         self.scanned.get(name).map(String::as_str)

@@ -59,7 +59,7 @@ pub struct Artifact {
 }
 
 /// What builds did with one key that plans offered (`POST /v2/plan-feedback`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyFeedback {
     pub used: u32,
     pub unused: u32,
@@ -223,7 +223,7 @@ pub struct State {
     shard_keys: FastMap<String, FastMap<String, Vec<String>>>,
     /// One allocation per distinct identity.
     interned: HashMap<Identity, Arc<Identity>>,
-    /// Key → plan feedback (memory only: a restart forgets it).
+    /// Key → plan feedback (stored in the database's `feedback` table).
     feedback: FastMap<String, KeyFeedback>,
 }
 
@@ -399,14 +399,31 @@ impl State {
         self.by_crate.len()
     }
 
-    /// Records what a build did with keys a plan offered.
-    pub fn record_feedback(&mut self, used: &[String], unused: &[String]) {
-        for key in used {
-            self.feedback.entry(key.clone()).or_default().used += 1;
+    /// The counts each key will have once a build's report on a plan
+    /// (`used`, `unused`) is added; the state is not changed.
+    pub fn feedback_after(&self, used: &[String], unused: &[String]) -> Vec<(String, KeyFeedback)> {
+        let mut after: FastMap<&str, KeyFeedback> = FastMap::default();
+        for (keys, is_used) in [(used, true), (unused, false)] {
+            for key in keys {
+                let counts = after
+                    .entry(key)
+                    .or_insert_with(|| self.feedback.get(key).copied().unwrap_or_default());
+                if is_used {
+                    counts.used += 1;
+                } else {
+                    counts.unused += 1;
+                }
+            }
         }
-        for key in unused {
-            self.feedback.entry(key.clone()).or_default().unused += 1;
-        }
+        after
+            .into_iter()
+            .map(|(key, counts)| (key.to_string(), counts))
+            .collect()
+    }
+
+    /// Sets what builds did with a key plans offered.
+    pub fn put_feedback(&mut self, cache_key: String, counts: KeyFeedback) {
+        self.feedback.insert(cache_key, counts);
     }
 
     /// An artifact as the planner sees it, with the counts of one context.

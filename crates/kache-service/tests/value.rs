@@ -213,4 +213,10 @@ fn feedback_is_authorised_validated_counted_and_stops_useless_guesses() {
         );
     }
     assert_eq!(keys(&plan_of()), [key("tokio-1")]);
+
+    // The feedback is stored: a restarted service still does not guess it.
+    assert_eq!(service.stop(), 0);
+    let service = Service::start(&db, &["--token", token]);
+    let reply = service.post("/v2/prefetch-plan", &ask, auth);
+    assert_eq!(keys(&reply.json()), [key("tokio-1")]);
 }
