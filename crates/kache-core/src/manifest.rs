@@ -181,7 +181,7 @@ pub fn shard_hash<P: Borrow<(String, String)>>(packages: &[P]) -> String {
         text.push(b'@');
         text.extend_from_slice(version.as_bytes());
     }
-    blake3::hash(&text).to_hex().to_string()
+    blake3::hash(&text).to_hex().as_str().to_owned()
 }
 
 #[cfg(test)]

@@ -238,23 +238,25 @@ pub fn plan<'a, S: PlanSource>(
                 .or_default()
                 .push(dep);
         }
-        let mut changed = Vec::new();
+        // The packages of a bucket whose shard no longer matches changed;
+        // those the namespace built before have keys that cannot hit.
+        let mut built_before = Vec::new();
         for packages in buckets.values() {
             let found = source.shard(namespace, &shard_hash(packages))?;
             if found.is_empty() {
-                changed.extend(packages.iter().map(|(name, _)| normalize_crate(name)));
+                for (name, _) in packages {
+                    let name = normalize_crate(name);
+                    if stale.contains_key(&name) {
+                        continue;
+                    }
+                    let keys = source.namespace_keys(namespace, &name)?;
+                    if !keys.is_empty() {
+                        stale.insert(name.clone(), keys.into_iter().collect());
+                        built_before.push(name);
+                    }
+                }
             }
             exact.extend(found);
-        }
-        changed.sort_unstable();
-        changed.dedup();
-        let mut built_before = Vec::new();
-        for name in changed {
-            let keys = source.namespace_keys(namespace, &name)?;
-            if !keys.is_empty() {
-                stale.insert(name.clone(), keys.into_iter().collect());
-                built_before.push(name);
-            }
         }
         let built_before = built_before.iter().map(|name| name.to_string()).collect();
         for name in dependents(&intent.crate_deps, built_before) {
