@@ -199,8 +199,11 @@ pub fn plan<'a, S: PlanSource>(
     }
     // Maps keyed by what a request sent are seeded per process (foldhash),
     // so no intent can make them degrade.
-    let mut order: Vec<Cow<str>> = Vec::new();
-    let mut position: FastMap<Cow<str>, usize> = FastMap::default();
+    // Sized once: growing these maps request by request showed in profiles.
+    let crates = intent.crate_names.len() + intent.cargo_lock_deps.len();
+    let mut order: Vec<Cow<str>> = Vec::with_capacity(crates);
+    let mut position: FastMap<Cow<str>, usize> =
+        FastMap::with_capacity_and_hasher(crates, Default::default());
     for name in &intent.crate_names {
         let name = normalize_crate(name);
         if !position.contains_key(&name) {
@@ -221,8 +224,10 @@ pub fn plan<'a, S: PlanSource>(
 
     let identity = intent.identity.as_ref();
     // (crate position, source, rank within crate) → candidate
-    let mut chosen: Vec<(usize, SourceKind, usize, Known<'a>)> = Vec::new();
-    let mut resolved: FastSet<Cow<str>> = FastSet::default();
+    let mut chosen: Vec<(usize, SourceKind, usize, Known<'a>)> =
+        Vec::with_capacity(WEAKER_SOURCE_LIMIT * intent.crate_names.len());
+    let mut resolved: FastSet<Cow<str>> =
+        FastSet::with_capacity_and_hasher(crates, Default::default());
     // Changed crates and their dependents → their keys that cannot hit.
     let mut stale: FastMap<Cow<str>, HashSet<&'a str>> = FastMap::default();
 
