@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use foldhash::HashMap as FastMap;
+use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use kache_core::manifest::{Identity, shard_bucket};
 use kache_core::plan::{Known, PlanSource, normalize_crate, rank_order};
 use serde::{Deserialize, Serialize};
@@ -215,7 +215,7 @@ pub struct State {
     /// `put_artifact` knows every copy in `history` to remake.
     foreign_history: FastMap<u32, Vec<String>>,
     /// One allocation per distinct crate name, shared by every view.
-    names: FastMap<String, Arc<str>>,
+    names: FastSet<Arc<str>>,
     /// Package name → its shard bucket, for every name ingested (and its
     /// `-` spelling): plans look buckets up instead of hashing each name.
     buckets: FastMap<String, u64>,
@@ -234,7 +234,7 @@ impl State {
             return name.clone();
         }
         let name: Arc<str> = Arc::from(crate_name);
-        self.names.insert(crate_name.to_string(), name.clone());
+        self.names.insert(name.clone());
         self.remember_bucket(crate_name);
         name
     }
