@@ -2,22 +2,29 @@
 //!
 //! [`parse`] splits an argument list into the parts a cache key and a restore
 //! need. Anything kache does not fully understand (argument files, `-o`, extra
-//! emit kinds, several source files, split debuginfo) makes the call a
-//! [`Parsed::Passthrough`]: rustc runs as if kache were absent.
+//! emit kinds, several source files, the unstable options of
+//! [`UNSTABLE_DENIED`]) makes the call a [`Parsed::Passthrough`]: rustc runs
+//! as if kache were absent. What a compile writes is named from rustc's own
+//! table ([`FileNames`], its `--print=file-names` answer for the target), so
+//! every target follows the same rules.
+
+use std::borrow::Cow;
 
 /// The outcome of reading a rustc argument list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     /// A primary compilation kache can cache.
     Cacheable(Box<Invocation>),
-    /// A call kache does not cache, with the reason (for the log).
-    Passthrough(&'static str),
+    /// A call kache does not cache, with the reason (for the log and the
+    /// passthrough events), e.g. `unstable option -Zself-profile`.
+    Passthrough(Cow<'static, str>),
 }
 
 /// A cacheable rustc compilation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
-    /// The arguments rustc will receive, with incremental flags removed.
+    /// The arguments rustc will receive, exactly as cargo gave them
+    /// (`-C incremental` included: the incremental directory is rustc's).
     pub args: Vec<String>,
     pub crate_name: String,
     pub crate_types: Vec<CrateType>,
@@ -41,6 +48,29 @@ pub struct Invocation {
     pub is_test: bool,
     /// A `--remap-path-scope` was given by the user.
     pub has_remap_scope: bool,
+    /// A `--remap-path-prefix` was given by the user: theirs must win over
+    /// kache's, and kache must not narrow their scope.
+    pub has_user_remap: bool,
+    /// `-C incremental=<dir>` was given: rustc keeps its own state there,
+    /// and the outputs are those of an incremental compile (keyed).
+    pub incremental: Option<String>,
+    /// The names of the `-Z` options given (`embed-metadata` for
+    /// `-Zembed-metadata=no`), in command-line order. None of them is in
+    /// [`UNSTABLE_DENIED`].
+    pub unstable: Vec<String>,
+    /// `-C split-debuginfo` (the last one), unless it is `off`.
+    pub split_debuginfo: Option<SplitDebuginfo>,
+}
+
+/// `-C split-debuginfo=packed|unpacked`: debug info rustc keeps out of the
+/// linked output. On ELF targets `unpacked` leaves one `.dwo` file per
+/// codegen unit in the output directory (`<stem>.<cgu>.rcgu.dwo`, names not
+/// known before the compile) and `packed` writes one `.dwp` beside each
+/// linked output (rlibs carry their `.dwo` files inside).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitDebuginfo {
+    Packed,
+    Unpacked,
 }
 
 /// A `--crate-type` value.
@@ -117,6 +147,15 @@ impl CrateType {
         })
     }
 
+    /// Whether rustc links this crate type itself (with the system linker
+    /// or rust-lld): executables, dylibs, cdylibs, proc-macros.
+    pub fn is_linked(self) -> bool {
+        matches!(
+            self,
+            Self::Bin | Self::Dylib | Self::Cdylib | Self::ProcMacro
+        )
+    }
+
     /// The name rustc uses on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -139,6 +178,220 @@ impl Emit {
             Self::Metadata => "metadata",
             Self::Link => "link",
         }
+    }
+}
+
+/// Unstable (`-Z`) options that make a call pass through, each with why.
+/// Every other `-Z` option is a keyed argument (the key's `unstable`
+/// component). A name ending in `*` covers every option it starts.
+/// ARCHITECTURE.md ("Correctness notes") lists the same table.
+pub const UNSTABLE_DENIED: &[(&str, &str)] = &[
+    (
+        "dump-*",
+        "writes dumps (MIR, dep graph, mono stats) kache does not store",
+    ),
+    (
+        "self-profile*",
+        "writes profile data files; a hit would not profile",
+    ),
+    (
+        "profile*",
+        "reads a profile file that is not keyed, or prints profiling output",
+    ),
+    (
+        "instrument-*",
+        "instrumented code for a profiling run: its runtime and output files are not kache's",
+    ),
+    ("llvm-time-trace", "writes a timing trace file"),
+    (
+        "time-*",
+        "timing output: replayed stderr would show another compile's times",
+    ),
+    (
+        "print-*",
+        "information request (statistics, passes, mono items, type sizes)",
+    ),
+    ("ls", "information request (prints crate metadata)"),
+    (
+        "unpretty",
+        "information request (prints source or IR instead of compiling)",
+    ),
+    ("help", "information request"),
+    (
+        "input-stats",
+        "information request (statistics of this run)",
+    ),
+    ("meta-stats", "information request (statistics of this run)"),
+    (
+        "macro-stats",
+        "information request (statistics of this run)",
+    ),
+    (
+        "incremental-info",
+        "reports incremental reuse, which a hit does not do",
+    ),
+    (
+        "assert-incr-state",
+        "the outcome depends on the incremental directory, which is not keyed",
+    ),
+    (
+        "query-dep-graph",
+        "testing aid for incremental dep-graph dumps",
+    ),
+    ("nll-facts*", "writes borrow-checker facts to files"),
+    ("metrics-dir", "writes metrics files"),
+    ("remark-dir", "writes optimisation remark files"),
+    (
+        "temps-dir",
+        "writes intermediate files to another directory",
+    ),
+    (
+        "split-dwarf-out-dir",
+        "writes `.dwo` files outside the output directory",
+    ),
+    ("no-link", "writes a `.rlink` file instead of linking"),
+    ("link-only", "links from a `.rlink` file that is not keyed"),
+    (
+        "codegen-backend",
+        "loads a codegen backend library that is not keyed",
+    ),
+    (
+        "llvm-plugins",
+        "loads LLVM plugin libraries that are not keyed",
+    ),
+    (
+        "pre-link-arg*",
+        "linker arguments may name files (scripts, objects) that are not keyed",
+    ),
+    (
+        "sanitizer-dataflow-abilist",
+        "reads ABI list files that are not keyed",
+    ),
+];
+
+/// Why `-Z<name>` makes a call pass through, if it does.
+pub fn unstable_denied(name: &str) -> Option<&'static str> {
+    UNSTABLE_DENIED.iter().find_map(|(pattern, reason)| {
+        let matches = match pattern.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == *pattern,
+        };
+        matches.then_some(*reason)
+    })
+}
+
+/// What rustc names the output of each crate type for one target: its
+/// answer to `rustc - --crate-name ___ --print=file-names --crate-type …`
+/// ([`FileNames::probe_args`]), which is how cargo learns the names too.
+/// A crate type the target does not support has no entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileNames {
+    /// `(crate type, prefix, suffix)`: the file is `prefix + stem + suffix`.
+    names: Vec<(CrateType, String, String)>,
+}
+
+impl FileNames {
+    /// The crate types asked about, in the order rustc answers.
+    const PROBED: [CrateType; 6] = [
+        CrateType::Bin,
+        CrateType::Rlib,
+        CrateType::Dylib,
+        CrateType::Cdylib,
+        CrateType::Staticlib,
+        CrateType::ProcMacro,
+    ];
+
+    /// The probe's arguments; rustc reads the (empty) crate from stdin.
+    /// `unstable_options` adds `-Z unstable-options`, which a custom target
+    /// specification (`--target foo.json`) needs.
+    pub fn probe_args(target: Option<&str>, unstable_options: bool) -> Vec<String> {
+        let mut args: Vec<String> = ["-", "--crate-name", "___", "--print=file-names"]
+            .map(String::from)
+            .into();
+        for kind in Self::PROBED {
+            args.extend(["--crate-type".to_string(), kind.as_str().to_string()]);
+        }
+        if let Some(target) = target {
+            args.extend(["--target".to_string(), target.to_string()]);
+        }
+        if unstable_options {
+            args.extend(["-Z".to_string(), "unstable-options".to_string()]);
+        }
+        args
+    }
+
+    /// Reads the probe's answer: one line per supported crate type on
+    /// stdout, in the order asked; a crate type the target does not support
+    /// gets no line, only a warning on stderr ("dropping unsupported crate
+    /// type `dylib` for target …"). Cargo reads it the same way.
+    pub fn parse(stdout: &str, stderr: &str) -> Result<Self, String> {
+        let mut lines = stdout.lines();
+        let mut names = Vec::new();
+        for kind in Self::PROBED {
+            let quoted = format!("crate type `{}`", kind.as_str());
+            let unsupported = stderr.lines().any(|line| {
+                (line.contains("unsupported crate type") || line.contains("unknown crate type"))
+                    && line.contains(&quoted)
+            });
+            if unsupported {
+                continue;
+            }
+            let line = lines
+                .next()
+                .ok_or_else(|| format!("no file name for crate type {}", kind.as_str()))?;
+            let (prefix, suffix) = line
+                .split_once("___")
+                .ok_or_else(|| format!("unexpected file name {line:?}"))?;
+            if prefix.contains('/') || suffix.contains('/') {
+                return Err(format!("unexpected file name {line:?}"));
+            }
+            names.push((kind, prefix.to_string(), suffix.to_string()));
+        }
+        Ok(Self { names })
+    }
+
+    /// A line per crate type, `<type>\t<prefix>\t<suffix>`: how the table is
+    /// remembered in the index.
+    pub fn to_text(&self) -> String {
+        self.names
+            .iter()
+            .map(|(kind, prefix, suffix)| format!("{}\t{prefix}\t{suffix}\n", kind.as_str()))
+            .collect()
+    }
+
+    /// Reads [`FileNames::to_text`] back; `None` if it is not such a text.
+    pub fn from_text(text: &str) -> Option<Self> {
+        let mut names = Vec::new();
+        for line in text.lines() {
+            let mut fields = line.split('\t');
+            let kind = CrateType::parse(fields.next()?)?;
+            let prefix = fields.next()?.to_string();
+            let suffix = fields.next()?.to_string();
+            if fields.next().is_some() {
+                return None;
+            }
+            names.push((kind, prefix, suffix));
+        }
+        Some(Self { names })
+    }
+
+    /// The file `kind` compiles to for `stem` (`<crate><extra-filename>`);
+    /// `lib` is an rlib. `None` when the target does not support `kind`.
+    pub fn name(&self, kind: CrateType, stem: &str) -> Option<String> {
+        let kind = if kind == CrateType::Lib {
+            CrateType::Rlib
+        } else {
+            kind
+        };
+        self.names
+            .iter()
+            .find(|(k, _, _)| *k == kind)
+            .map(|(_, prefix, suffix)| format!("{prefix}{stem}{suffix}"))
+    }
+
+    /// Every prefix the table uses (`""`, `lib`).
+    fn prefixes(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(|(_, prefix, _)| prefix.as_str())
     }
 }
 
@@ -257,7 +510,7 @@ pub fn parse(args: &[String]) -> Parsed {
     }
 }
 
-fn parse_inner(args: &[String]) -> Result<Invocation, &'static str> {
+fn parse_inner(args: &[String]) -> Result<Invocation, Cow<'static, str>> {
     let parsed = flags(args)?;
     let mut crate_name = None;
     let mut crate_types = Vec::new();
@@ -273,21 +526,27 @@ fn parse_inner(args: &[String]) -> Result<Invocation, &'static str> {
     let mut cfgs = Vec::new();
     let mut is_test = false;
     let mut has_remap_scope = false;
+    let mut has_user_remap = false;
+    let mut incremental = None;
+    let mut unstable = Vec::new();
+    let mut split_debuginfo = None;
 
     for flag in &parsed {
         let value = flag.value.unwrap_or_default();
         match flag.name {
             "" => {
                 if value == "-" {
-                    return Err("source from stdin");
+                    return Err("source from stdin".into());
                 }
                 if source.replace(value.to_string()).is_some() {
-                    return Err("more than one source file");
+                    return Err("more than one source file".into());
                 }
             }
-            "-V" | "--version" | "-vV" | "-h" | "--help" => return Err("information request"),
-            "--print" | "--explain" => return Err("information request"),
-            "-o" => return Err("explicit output path"),
+            "-V" | "--version" | "-vV" | "-h" | "--help" => {
+                return Err("information request".into());
+            }
+            "--print" | "--explain" => return Err("information request".into()),
+            "-o" => return Err("explicit output path".into()),
             "--crate-name" => crate_name = Some(value.to_string()),
             "--crate-type" => {
                 for kind in value.split(',') {
@@ -302,7 +561,7 @@ fn parse_inner(args: &[String]) -> Result<Invocation, &'static str> {
                         "dep-info" => Emit::DepInfo,
                         "metadata" => Emit::Metadata,
                         "link" => Emit::Link,
-                        _ => return Err("unsupported emit kind"),
+                        _ => return Err("unsupported emit kind".into()),
                     });
                 }
                 emit = Some(kinds);
@@ -312,6 +571,7 @@ fn parse_inner(args: &[String]) -> Result<Invocation, &'static str> {
             "--test" => is_test = true,
             "--cfg" => cfgs.push(value.to_string()),
             "--remap-path-scope" => has_remap_scope = true,
+            "--remap-path-prefix" => has_user_remap = true,
             "--extern" => {
                 let (name, path) = match value.split_once('=') {
                     Some((name, path)) => (name, Some(path.to_string())),
@@ -345,16 +605,28 @@ fn parse_inner(args: &[String]) -> Result<Invocation, &'static str> {
                 let (name, setting) = value.split_once('=').unwrap_or((value, ""));
                 match name {
                     "extra-filename" => extra_filename = setting.to_string(),
+                    "incremental" => incremental = Some(setting.to_string()),
                     "save-temps" | "profile-generate" | "profile-use" => {
-                        return Err("codegen option with side outputs");
+                        return Err("codegen option with side outputs".into());
                     }
-                    "split-debuginfo" if setting != "off" => {
-                        return Err("split debuginfo");
+                    "split-debuginfo" => {
+                        split_debuginfo = match setting {
+                            "off" => None,
+                            "packed" => Some(SplitDebuginfo::Packed),
+                            "unpacked" => Some(SplitDebuginfo::Unpacked),
+                            _ => return Err("unknown split debuginfo kind".into()),
+                        }
                     }
                     _ => {}
                 }
             }
-            "-Z" => return Err("unstable option"),
+            "-Z" => {
+                let name = value.split_once('=').map_or(value, |(name, _)| name);
+                if unstable_denied(name).is_some() {
+                    return Err(format!("unstable option -Z{name}").into());
+                }
+                unstable.push(name.to_string());
+            }
             _ => {}
         }
     }
@@ -362,20 +634,27 @@ fn parse_inner(args: &[String]) -> Result<Invocation, &'static str> {
     let source = source.ok_or("no source file")?;
     let crate_name = crate_name.ok_or("no crate name")?;
     if crate_types.is_empty() && !is_test {
-        return Err("no crate type");
+        return Err("no crate type".into());
     }
     let out_dir = out_dir.ok_or("no output directory")?;
     let mut emit = emit.ok_or("no emit set")?;
     emit.sort();
     emit.dedup();
     if !emit.contains(&Emit::DepInfo) {
-        return Err("no dep-info emitted");
+        return Err("no dep-info emitted".into());
     }
     crate_types.sort();
     crate_types.dedup();
+    let linked =
+        emit.contains(&Emit::Link) && (is_test || crate_types.iter().any(|t| t.is_linked()));
+    if split_debuginfo.is_some() && linked && is_apple(target.as_deref()) {
+        // See ARCHITECTURE.md ("Split debuginfo"): the debug map names
+        // objects by absolute path, `packed` writes a `.dSYM` directory.
+        return Err("split debuginfo of a linked output on an Apple target".into());
+    }
 
     Ok(Invocation {
-        args: strip_incremental(args),
+        args: args.to_vec(),
         crate_name,
         crate_types,
         source,
@@ -390,34 +669,20 @@ fn parse_inner(args: &[String]) -> Result<Invocation, &'static str> {
         cfgs,
         is_test,
         has_remap_scope,
+        has_user_remap,
+        incremental,
+        unstable,
+        split_debuginfo,
     })
 }
 
-/// Removes `-C incremental=…` in any spelling: kache stores whole outputs and
-/// incremental state would only cost disk and time.
-pub fn strip_incremental(args: &[String]) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut i = 0;
-    while i < args.len() {
-        let arg = &args[i];
-        if (arg == "-C" || arg == "--codegen")
-            && args
-                .get(i + 1)
-                .is_some_and(|v| v.starts_with("incremental="))
-        {
-            i += 2;
-            continue;
-        }
-        let joined = arg
-            .strip_prefix("-C")
-            .or_else(|| arg.strip_prefix("--codegen="))
-            .is_some_and(|v| v.starts_with("incremental="));
-        if !joined {
-            out.push(arg.clone());
-        }
-        i += 1;
+/// Whether `target` (the host when `None`) is an Apple one, whose split
+/// debuginfo kache does not store.
+fn is_apple(target: Option<&str>) -> bool {
+    match target {
+        Some(target) => target.contains("apple"),
+        None => cfg!(target_vendor = "apple"),
     }
-    out
 }
 
 impl Invocation {
@@ -434,16 +699,7 @@ impl Invocation {
     /// part of what the output is.
     pub fn is_linked(&self) -> bool {
         self.emit.contains(&Emit::Link)
-            && (self.is_test
-                || self.crate_types.iter().any(|t| {
-                    matches!(
-                        t,
-                        CrateType::Bin
-                            | CrateType::Dylib
-                            | CrateType::Cdylib
-                            | CrateType::ProcMacro
-                    )
-                }))
+            && (self.is_test || self.crate_types.iter().any(|t| t.is_linked()))
     }
 
     /// `-C linker=<path>`, when given.
@@ -478,20 +734,24 @@ impl Invocation {
         found
     }
 
-    /// The files rustc writes into `out_dir` for this call, or `None` for a
-    /// target whose naming kache does not know (it then passes through).
-    pub fn outputs(&self) -> Option<Vec<Output>> {
-        let target = self.target.as_deref().unwrap_or("");
-        if target.contains("windows") || target.contains("wasm") {
-            return None;
-        }
-        let dylib_ext =
-            if target.contains("apple") || (target.is_empty() && cfg!(target_os = "macos")) {
-                "dylib"
-            } else {
-                "so"
-            };
-        let stem = format!("{}{}", self.crate_name, self.extra_filename);
+    /// `<crate name><extra-filename>`: what every file of this compile is
+    /// named after.
+    pub fn stem(&self) -> String {
+        format!("{}{}", self.crate_name, self.extra_filename)
+    }
+
+    /// Whether `-Z <name>` was given.
+    pub fn has_unstable(&self, name: &str) -> bool {
+        self.unstable.iter().any(|n| n == name)
+    }
+
+    /// The files rustc writes into `out_dir` for this call, named from the
+    /// target's table `names`; `Err` (a passthrough reason) when the target
+    /// does not support a requested crate type. Files that only some
+    /// compiles write (split debuginfo) are found afterwards by
+    /// [`Invocation::side_outputs`].
+    pub fn outputs(&self, names: &FileNames) -> Result<Vec<Output>, String> {
+        let stem = self.stem();
         let mut outputs = Vec::new();
         let mut push = |name: String, kind| {
             if !outputs.iter().any(|o: &Output| o.name == name) {
@@ -505,32 +765,101 @@ impl Invocation {
             push(format!("lib{stem}.rmeta"), OutputKind::Immutable);
         }
         if self.emit.contains(&Emit::Link) {
+            let named = |kind: CrateType| {
+                names.name(kind, &stem).ok_or_else(|| {
+                    format!(
+                        "crate type {} is not supported for this target",
+                        kind.as_str()
+                    )
+                })
+            };
             let build_script = self.crate_name.starts_with("build_script_");
             if self.is_test {
-                push(stem.clone(), OutputKind::Executable);
+                push(named(CrateType::Bin)?, OutputKind::Executable);
             }
-            for kind in &self.crate_types {
-                match kind {
-                    CrateType::Bin if build_script && !self.is_test => {
-                        push(stem.clone(), OutputKind::LinkedExecutable)
+            for &kind in &self.crate_types {
+                let output = match kind {
+                    CrateType::Bin if self.is_test => continue,
+                    CrateType::Bin if build_script => OutputKind::LinkedExecutable,
+                    CrateType::Bin => OutputKind::Executable,
+                    CrateType::Lib | CrateType::Rlib | CrateType::Staticlib => {
+                        OutputKind::Immutable
                     }
-                    CrateType::Bin if !self.is_test => push(stem.clone(), OutputKind::Executable),
-                    CrateType::Bin => {}
-                    CrateType::Lib | CrateType::Rlib => {
-                        push(format!("lib{stem}.rlib"), OutputKind::Immutable)
-                    }
-                    CrateType::Staticlib => push(format!("lib{stem}.a"), OutputKind::Immutable),
-                    CrateType::ProcMacro => push(
-                        format!("lib{stem}.{dylib_ext}"),
-                        OutputKind::LinkedExecutable,
-                    ),
-                    CrateType::Dylib | CrateType::Cdylib => {
-                        push(format!("lib{stem}.{dylib_ext}"), OutputKind::Executable)
-                    }
-                }
+                    CrateType::ProcMacro => OutputKind::LinkedExecutable,
+                    CrateType::Dylib | CrateType::Cdylib => OutputKind::Executable,
+                };
+                push(named(kind)?, output);
             }
         }
-        Some(outputs)
+        Ok(outputs)
+    }
+
+    /// Which of the files a successful compile wrote into `out_dir`
+    /// (`written`: names changed since the compile started, each with
+    /// whether it is a regular file) belong to it besides `outputs`, and
+    /// may be stored with it: the `.dwo` files of `-C split-debuginfo=
+    /// unpacked` (`<stem>.<cgu>.rcgu.dwo`) and the `.dwp` of `packed` beside
+    /// a linked output. They are [`OutputKind::Copied`]: LLVM and thorin
+    /// write them in place. Any other file named after this compile's stem
+    /// (a Windows import library or `.pdb`, a wasm side file, a `.dSYM`
+    /// directory, a long-type note) is one kache does not know, and `Err`
+    /// says which: an entry without it would restore an incomplete set.
+    /// Files named after other units are ignored.
+    pub fn side_outputs(
+        &self,
+        outputs: &[Output],
+        written: &[(String, bool)],
+        names: &FileNames,
+    ) -> Result<Vec<Output>, String> {
+        let stem = self.stem();
+        let mut found = Vec::new();
+        for (name, regular) in written {
+            if outputs.iter().any(|o| &o.name == name) {
+                continue;
+            }
+            let ours = names.prefixes().chain(["", "lib"]).any(|prefix| {
+                name.strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_prefix(stem.as_str()))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+            });
+            if !ours {
+                continue;
+            }
+            let known = *regular
+                && match self.split_debuginfo {
+                    Some(SplitDebuginfo::Unpacked) => {
+                        name.ends_with(".rcgu.dwo") && name.starts_with(&format!("{stem}."))
+                    }
+                    Some(SplitDebuginfo::Packed) => outputs.iter().any(|o| {
+                        o.kind != OutputKind::DepInfo
+                            && !o.name.ends_with(".rlib")
+                            && !o.name.ends_with(".rmeta")
+                            && name.strip_suffix(".dwp") == Some(without_extension(&o.name))
+                    }),
+                    None => false,
+                };
+            if !known {
+                return Err(format!(
+                    "rustc also wrote {name}, which kache does not know"
+                ));
+            }
+            found.push(Output {
+                name: name.clone(),
+                kind: OutputKind::Copied,
+            });
+        }
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        found.dedup();
+        Ok(found)
+    }
+}
+
+/// `libfoo.so` → `libfoo`, `app` → `app`: the name rustc gives a `.dwp`
+/// (`Path::with_extension`).
+fn without_extension(name: &str) -> &str {
+    match name.rsplit_once('.') {
+        Some((base, _)) if !base.is_empty() => base,
+        _ => name,
     }
 }
 
@@ -548,6 +877,49 @@ mod tests {
         --cfg feature=\"std\" -C metadata=abc -C extra-filename=-0123 \
         --out-dir /w/target/debug/deps -C incremental=/w/target/debug/incremental \
         -L dependency=/w/target/debug/deps --extern bar=/w/target/debug/deps/libbar-9.rmeta";
+
+    /// rustc 1.95's `--print=file-names` answers (stdout, stderr).
+    const LINUX: (&str, &str) = (
+        "___\nlib___.rlib\nlib___.so\nlib___.so\nlib___.a\nlib___.so\n",
+        "",
+    );
+    const WASM: (&str, &str) = (
+        "___.wasm\nlib___.rlib\n___.wasm\nlib___.a\n",
+        "warning: dropping unsupported crate type `dylib` for target `wasm32-unknown-unknown`\n\n\
+         warning: dropping unsupported crate type `proc-macro` for target `wasm32-unknown-unknown`\n\n\
+         warning: 2 warnings emitted\n",
+    );
+    const THUMB: (&str, &str) = (
+        "___\nlib___.rlib\nlib___.a\n",
+        "warning: dropping unsupported crate type `dylib` for target `thumbv7em-none-eabihf`\n\
+         warning: dropping unsupported crate type `cdylib` for target `thumbv7em-none-eabihf`\n\
+         warning: dropping unsupported crate type `proc-macro` for target `thumbv7em-none-eabihf`\n",
+    );
+    const WINDOWS_GNU: (&str, &str) = (
+        "___.exe\nlib___.rlib\n___.dll\n___.dll\nlib___.a\n___.dll\n",
+        "",
+    );
+    const WINDOWS_MSVC: (&str, &str) = (
+        "___.exe\nlib___.rlib\n___.dll\n___.dll\n___.lib\n___.dll\n",
+        "",
+    );
+
+    fn table((stdout, stderr): (&str, &str)) -> FileNames {
+        FileNames::parse(stdout, stderr).expect("a file-names answer")
+    }
+
+    fn linux() -> FileNames {
+        table(LINUX)
+    }
+
+    fn named(text: &str, names: &FileNames) -> Vec<(String, OutputKind)> {
+        cacheable(text)
+            .outputs(names)
+            .expect("named")
+            .into_iter()
+            .map(|o| (o.name, o.kind))
+            .collect()
+    }
 
     fn cacheable(text: &str) -> Invocation {
         match parse(&argv(text)) {
@@ -585,8 +957,20 @@ mod tests {
         assert_eq!(inv.extra_filename, "-0123");
         assert_eq!(inv.cfgs, vec!["feature=\"std\""]);
         assert_eq!(inv.externs[0].name, "bar");
-        assert!(!inv.args.iter().any(|a| a.contains("incremental")));
-        let names: Vec<_> = inv.outputs().unwrap().into_iter().map(|o| o.name).collect();
+        assert_eq!(
+            inv.incremental.as_deref(),
+            Some("/w/target/debug/incremental")
+        );
+        assert!(
+            inv.args.iter().any(|a| a.contains("incremental")),
+            "kept for rustc"
+        );
+        let names: Vec<_> = inv
+            .outputs(&linux())
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
         assert_eq!(
             names,
             ["foo-0123.d", "libfoo-0123.rmeta", "libfoo-0123.rlib"]
@@ -634,13 +1018,6 @@ mod tests {
     }
 
     #[test]
-    fn incremental_is_removed_in_every_spelling() {
-        let args =
-            argv("-C incremental=/x -Cincremental=/y --codegen=incremental=/z -C opt-level=3");
-        assert_eq!(strip_incremental(&args), argv("-C opt-level=3"));
-    }
-
-    #[test]
     fn build_scripts_are_not_user_executables_but_tests_are() {
         let build = "--crate-name build_script_build build.rs --crate-type bin \
             --emit=dep-info,link --out-dir /o";
@@ -648,12 +1025,353 @@ mod tests {
             panic!()
         };
         assert!(!inv.is_user_executable());
-        assert_eq!(inv.outputs().unwrap()[1].kind, OutputKind::LinkedExecutable);
+        assert_eq!(
+            inv.outputs(&linux()).unwrap()[1].kind,
+            OutputKind::LinkedExecutable
+        );
         let test = "--crate-name foo src/lib.rs --test --emit=dep-info,link --out-dir /o";
         let Parsed::Cacheable(inv) = parse(&argv(test)) else {
             panic!()
         };
         assert!(inv.is_user_executable());
-        assert_eq!(inv.outputs().unwrap()[1].kind, OutputKind::Executable);
+        assert_eq!(
+            inv.outputs(&linux()).unwrap()[1].kind,
+            OutputKind::Executable
+        );
+    }
+
+    #[test]
+    fn the_file_names_table_is_read_as_cargo_reads_it() {
+        let wasm = table(WASM);
+        assert_eq!(
+            wasm.name(CrateType::Cdylib, "a-1").as_deref(),
+            Some("a-1.wasm")
+        );
+        assert_eq!(
+            wasm.name(CrateType::Bin, "a-1").as_deref(),
+            Some("a-1.wasm")
+        );
+        assert_eq!(
+            wasm.name(CrateType::Lib, "a-1").as_deref(),
+            Some("liba-1.rlib")
+        );
+        assert_eq!(
+            wasm.name(CrateType::Staticlib, "a-1").as_deref(),
+            Some("liba-1.a")
+        );
+        assert_eq!(wasm.name(CrateType::Dylib, "a-1"), None, "dropped by rustc");
+        assert_eq!(wasm.name(CrateType::ProcMacro, "a-1"), None);
+        let thumb = table(THUMB);
+        assert_eq!(
+            thumb.name(CrateType::Staticlib, "a").as_deref(),
+            Some("liba.a")
+        );
+        assert_eq!(thumb.name(CrateType::Cdylib, "a"), None);
+        let windows = table(WINDOWS_MSVC);
+        assert_eq!(windows.name(CrateType::Bin, "a").as_deref(), Some("a.exe"));
+        assert_eq!(
+            windows.name(CrateType::Staticlib, "a").as_deref(),
+            Some("a.lib")
+        );
+        for answer in [LINUX, WASM, THUMB, WINDOWS_GNU, WINDOWS_MSVC] {
+            let names = table(answer);
+            assert_eq!(FileNames::from_text(&names.to_text()), Some(names));
+        }
+        assert!(FileNames::parse("___\n", "").is_err(), "too few lines");
+        assert!(
+            FileNames::parse("a\nb\nc\nd\ne\nf\n", "").is_err(),
+            "no ___"
+        );
+        assert_eq!(FileNames::from_text("bin\tonly-two-fields\n"), None);
+        let probe = FileNames::probe_args(Some("x.json"), true).join(" ");
+        assert_eq!(
+            probe,
+            "- --crate-name ___ --print=file-names --crate-type bin --crate-type rlib \
+             --crate-type dylib --crate-type cdylib --crate-type staticlib \
+             --crate-type proc-macro --target x.json -Z unstable-options"
+        );
+    }
+
+    const CALL: &str = "--crate-name w src/lib.rs --emit=dep-info,metadata,link \
+        -C extra-filename=-7 --out-dir /t/deps";
+
+    #[test]
+    fn outputs_are_named_from_the_targets_table_with_the_same_kinds() {
+        let lib = format!("{CALL} --crate-type lib");
+        let cdylib = format!("{CALL} --crate-type cdylib --crate-type rlib");
+        let bin = format!("{CALL} --crate-type bin");
+        let build = bin.replace("--crate-name w", "--crate-name build_script_build");
+        let test = format!("{CALL} --test");
+        let proc = format!("{CALL} --crate-type proc-macro");
+        let rmeta = ("libw-7.rmeta".to_string(), OutputKind::Immutable);
+        let dep = ("w-7.d".to_string(), OutputKind::DepInfo);
+        let wasm = table(WASM);
+        assert_eq!(
+            named(&cdylib, &wasm),
+            [
+                dep.clone(),
+                rmeta.clone(),
+                ("libw-7.rlib".into(), OutputKind::Immutable),
+                ("w-7.wasm".into(), OutputKind::Executable),
+            ]
+        );
+        let windows = table(WINDOWS_GNU);
+        assert_eq!(
+            named(&lib, &windows)[2],
+            ("libw-7.rlib".into(), OutputKind::Immutable)
+        );
+        assert_eq!(
+            named(&bin, &windows)[2],
+            ("w-7.exe".into(), OutputKind::Executable)
+        );
+        assert_eq!(
+            named(&test, &windows)[2],
+            ("w-7.exe".into(), OutputKind::Executable)
+        );
+        assert_eq!(
+            named(&build, &windows)[2],
+            (
+                "build_script_build-7.exe".into(),
+                OutputKind::LinkedExecutable
+            )
+        );
+        assert_eq!(
+            named(&proc, &windows)[2],
+            ("w-7.dll".into(), OutputKind::LinkedExecutable)
+        );
+        let linux = linux();
+        assert_eq!(
+            named(&proc, &linux)[2],
+            ("libw-7.so".into(), OutputKind::LinkedExecutable)
+        );
+        assert_eq!(
+            named(&cdylib, &linux)[3],
+            ("libw-7.so".into(), OutputKind::Executable)
+        );
+        assert_eq!(
+            named(&bin, &linux)[2],
+            ("w-7".into(), OutputKind::Executable)
+        );
+        let thumb = table(THUMB);
+        assert_eq!(
+            named(&format!("{CALL} --crate-type staticlib"), &thumb)[2],
+            ("libw-7.a".into(), OutputKind::Immutable)
+        );
+        let unsupported = cacheable(&proc).outputs(&wasm).unwrap_err();
+        assert!(unsupported.contains("proc-macro"), "{unsupported}");
+        let check = "--crate-name w src/lib.rs --emit=dep-info,metadata --crate-type lib \
+            --out-dir /t";
+        assert_eq!(
+            named(check, &thumb),
+            [
+                ("w.d".into(), OutputKind::DepInfo),
+                ("libw.rmeta".into(), OutputKind::Immutable)
+            ]
+        );
+    }
+
+    fn reason(text: &str) -> String {
+        match parse(&argv(text)) {
+            Parsed::Passthrough(why) => why.into_owned(),
+            Parsed::Cacheable(_) => panic!("cacheable: {text}"),
+        }
+    }
+
+    #[test]
+    fn unstable_options_are_keyed_unless_denied_in_every_spelling() {
+        let lib = format!("{CALL} --crate-type lib");
+        for spelling in ["-Zembed-metadata=no", "-Z embed-metadata=no"] {
+            let inv = cacheable(&format!("{lib} {spelling} -Z unstable-options -Zthreads=8"));
+            assert_eq!(
+                inv.unstable,
+                ["embed-metadata", "unstable-options", "threads"]
+            );
+            assert!(inv.has_unstable("unstable-options"));
+            let names: Vec<_> = inv
+                .outputs(&linux())
+                .unwrap()
+                .into_iter()
+                .map(|o| o.name)
+                .collect();
+            assert_eq!(
+                names,
+                ["w-7.d", "libw-7.rmeta", "libw-7.rlib"],
+                "both halves"
+            );
+        }
+        for (flag, name) in [
+            ("-Zself-profile", "self-profile"),
+            ("-Z self-profile=/tmp/p", "self-profile"),
+            ("-Zself-profile-events=all", "self-profile-events"),
+            ("-Zdump-mir=all", "dump-mir"),
+            ("-Z dump-dep-graph", "dump-dep-graph"),
+            ("-Zprofile-sample-use=x.prof", "profile-sample-use"),
+            ("-Zinstrument-mcount", "instrument-mcount"),
+            ("-Zprint-type-sizes", "print-type-sizes"),
+            ("-Zls=root", "ls"),
+            ("-Zunpretty=expanded", "unpretty"),
+            ("-Zincremental-info", "incremental-info"),
+            ("-Ztime-passes", "time-passes"),
+            ("-Z time-llvm-passes", "time-llvm-passes"),
+            ("-Zllvm-time-trace", "llvm-time-trace"),
+            ("-Ztemps-dir=/tmp/x", "temps-dir"),
+            ("-Zcodegen-backend=cranelift", "codegen-backend"),
+            ("-Zsplit-dwarf-out-dir=/d", "split-dwarf-out-dir"),
+            ("-Zpre-link-args=-Tx.ld", "pre-link-args"),
+            ("-Zno-link", "no-link"),
+        ] {
+            assert_eq!(
+                reason(&format!("{lib} {flag}")),
+                format!("unstable option -Z{name}"),
+                "{flag}"
+            );
+        }
+        assert_eq!(unstable_denied("threads"), None);
+        assert_eq!(unstable_denied("timex"), None, "a prefix ends at the dash");
+        assert!(unstable_denied("time-passes-format").is_some());
+    }
+
+    #[test]
+    fn unstable_options_have_their_own_key_component() {
+        let digests = |text: &str| {
+            let mut builder = crate::key::KeyBuilder::default();
+            let normalizer = crate::normalize::PathNormalizer::default();
+            crate::key::add_arguments(&mut builder, &cacheable(text), &normalizer);
+            builder.digests()
+        };
+        let lib = format!("{CALL} --crate-type lib");
+        let plain = digests(&lib);
+        let split = digests(&format!("{lib} -Zembed-metadata=no"));
+        let changed: Vec<_> = split
+            .keys()
+            .filter(|k| plain.get(*k) != split.get(*k))
+            .collect();
+        assert_eq!(changed, ["unstable"]);
+        assert_ne!(split, digests(&format!("{lib} -Zembed-metadata=yes")));
+    }
+
+    #[test]
+    fn every_denied_unstable_option_is_documented() {
+        let doc = include_str!("../../../ARCHITECTURE.md");
+        for (pattern, _) in UNSTABLE_DENIED {
+            assert!(
+                doc.contains(&format!("`-Z{pattern}`")),
+                "ARCHITECTURE.md does not list -Z{pattern}"
+            );
+        }
+    }
+
+    #[test]
+    fn split_debuginfo_is_cacheable_except_linked_apple_outputs() {
+        let lib = format!("{CALL} --crate-type lib");
+        let bin = format!("{CALL} --crate-type bin");
+        for kind in ["packed", "unpacked"] {
+            let flag = format!("-C split-debuginfo={kind}");
+            assert!(
+                cacheable(&format!("{lib} {flag}"))
+                    .split_debuginfo
+                    .is_some()
+            );
+            assert!(
+                cacheable(&format!("{bin} {flag}"))
+                    .split_debuginfo
+                    .is_some()
+            );
+            let apple_lib = format!("{lib} {flag} --target aarch64-apple-darwin");
+            assert!(cacheable(&apple_lib).split_debuginfo.is_some());
+            assert_eq!(
+                reason(&format!("{bin} {flag} --target aarch64-apple-darwin")),
+                "split debuginfo of a linked output on an Apple target"
+            );
+        }
+        let off = cacheable(&format!(
+            "{bin} -Csplit-debuginfo=unpacked -Csplit-debuginfo=off"
+        ));
+        assert_eq!(off.split_debuginfo, None, "the last one wins");
+        assert_eq!(
+            reason(&format!("{lib} -Csplit-debuginfo=sideways")),
+            "unknown split debuginfo kind"
+        );
+    }
+
+    fn side(text: &str, names: &FileNames, written: &[&str]) -> Result<Vec<String>, String> {
+        let inv = cacheable(text);
+        let outputs = inv.outputs(names).unwrap();
+        let written: Vec<(String, bool)> = written
+            .iter()
+            .map(|w| match w.strip_suffix('/') {
+                Some(dir) => (dir.to_string(), false),
+                None => (w.to_string(), true),
+            })
+            .collect();
+        inv.side_outputs(&outputs, &written, names).map(|found| {
+            assert!(found.iter().all(|o| o.kind == OutputKind::Copied));
+            found.into_iter().map(|o| o.name).collect()
+        })
+    }
+
+    #[test]
+    fn side_files_are_stored_when_known_and_refuse_the_entry_when_not() {
+        let lib = format!("{CALL} --crate-type lib");
+        let bin = format!("{CALL} --crate-type bin");
+        let linux = linux();
+        let written = [
+            "w-7.d",
+            "libw-7.rlib",
+            "libw-7.rmeta",
+            "w-7.w.2a1b-cgu.0.rcgu.dwo",
+            "w-7.w.2a1b-cgu.1.rcgu.dwo",
+            "other-9.other.3c-cgu.0.rcgu.dwo",
+            "w-70.d",
+            "libw_x-7.rlib",
+        ];
+        let unpacked = format!("{lib} -C split-debuginfo=unpacked");
+        assert_eq!(
+            side(&unpacked, &linux, &written).unwrap(),
+            ["w-7.w.2a1b-cgu.0.rcgu.dwo", "w-7.w.2a1b-cgu.1.rcgu.dwo"]
+        );
+        // Without split debuginfo the same file is one kache does not know.
+        let err = side(&lib, &linux, &written).unwrap_err();
+        assert!(err.contains("w-7.w.2a1b-cgu.0.rcgu.dwo"), "{err}");
+        assert_eq!(
+            side(&lib, &linux, &written[..3]).unwrap(),
+            Vec::<String>::new()
+        );
+        let packed = format!("{bin} -C split-debuginfo=packed");
+        assert_eq!(
+            side(&packed, &linux, &["w-7", "w-7.dwp"]).unwrap(),
+            ["w-7.dwp"]
+        );
+        let cdylib = format!("{CALL} --crate-type cdylib -C split-debuginfo=packed");
+        assert_eq!(
+            side(&cdylib, &linux, &["libw-7.so", "libw-7.dwp"]).unwrap(),
+            ["libw-7.dwp"]
+        );
+        assert!(
+            side(
+                &format!("{lib} -C split-debuginfo=packed"),
+                &linux,
+                &["libw-7.dwp"]
+            )
+            .is_err()
+        );
+        // What rustc's table does not name: import libraries, `.pdb`, a
+        // `.dSYM` directory.
+        let windows = table(WINDOWS_GNU);
+        let dll = format!("{CALL} --crate-type cdylib");
+        assert!(side(&dll, &windows, &["w-7.dll", "libw-7.dll.a"]).is_err());
+        assert!(
+            side(
+                &dll,
+                &table(WINDOWS_MSVC),
+                &["w-7.dll", "w-7.dll.lib", "w-7.pdb"]
+            )
+            .is_err()
+        );
+        assert!(side(&packed, &linux, &["w-7.dSYM/"]).is_err());
+        assert!(
+            side(&unpacked, &linux, &["w-7.x-cgu.0.rcgu.dwo/"]).is_err(),
+            "a directory"
+        );
     }
 }

@@ -123,6 +123,10 @@ pub struct CcInvocation {
     pub dep_file_flag: Option<String>,
     /// The source is assembly (`.s`, `.S`, `.sx`, or `-x assembler…`).
     pub assembly: bool,
+    /// Where the GNU assembler looks for an `.incbin` or `.include` name
+    /// that is not found from the current directory: every `-I` (the gcc
+    /// driver hands them to `as`), then every `-Wa,-I`, in order.
+    pub assembler_search: Vec<String>,
 }
 
 impl CcInvocation {
@@ -256,6 +260,8 @@ pub fn parse(args: &[String]) -> Result<CcInvocation, String> {
     let mut wants_dep_file = false;
     let mut dep_file_flag = None;
     let mut language: Option<String> = None;
+    let mut assembler_search = Vec::new();
+    let mut wa_search = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let arg = args[i].as_str();
@@ -288,6 +294,9 @@ pub fn parse(args: &[String]) -> Result<CcInvocation, String> {
                 if matches!(arg, "-I" | "-iquote" | "-isystem" | "-idirafter") {
                     include_dirs.push(v.clone());
                 }
+                if arg == "-I" {
+                    assembler_search.push(v.clone());
+                }
                 if arg == "-x" {
                     language = Some(v.clone());
                 }
@@ -302,6 +311,10 @@ pub fn parse(args: &[String]) -> Result<CcInvocation, String> {
             _ if arg.starts_with("-Wp,") || arg.starts_with("-X") => {
                 return Err(format!("{arg} passes options kache cannot check"));
             }
+            _ if arg.starts_with("-Wa,") => {
+                wa_search.extend(assembler_options(arg)?);
+                keyed.push(arg.to_string());
+            }
             _ if arg.starts_with("-f") => {
                 if DENIED_F.iter().any(|d| arg.starts_with(d)) {
                     return Err(format!("{arg} reads or writes files kache does not track"));
@@ -315,6 +328,9 @@ pub fn parse(args: &[String]) -> Result<CcInvocation, String> {
                         && !dir.is_empty()
                     {
                         include_dirs.push(dir.to_string());
+                        if flag == "-I" {
+                            assembler_search.push(dir.to_string());
+                        }
                         break;
                     }
                 }
@@ -348,6 +364,7 @@ pub fn parse(args: &[String]) -> Result<CcInvocation, String> {
         Some(lang) => lang.starts_with("assembler"),
         None => matches!(extension, "s" | "S" | "sx"),
     };
+    assembler_search.extend(wa_search);
     Ok(CcInvocation {
         source,
         output,
@@ -356,17 +373,100 @@ pub fn parse(args: &[String]) -> Result<CcInvocation, String> {
         wants_dep_file,
         dep_file_flag,
         assembly,
+        assembler_search,
     })
 }
 
-/// Whether assembly text pulls in files the preprocessor does not see
-/// (`.include` or `.incbin` directives, read by the assembler itself and
-/// missing from the dep file). Such a compile is not cached.
-pub fn assembly_reads_files(text: &str) -> bool {
-    text.lines().any(|line| {
-        let line = line.trim_start();
-        line.starts_with(".include") || line.starts_with(".incbin")
-    })
+/// Checks the options of one `-Wa,opt,opt…` argument and returns the
+/// directories it adds to the assembler's search (`-I<dir>`, `-I,<dir>`).
+/// Options that make the assembler write a file of its own (a listing
+/// `-a…=file`, a dependency list `--MD`, the object `-o`) or read options
+/// from a file (`@file`) pass the call through.
+fn assembler_options(arg: &str) -> Result<Vec<String>, String> {
+    let mut dirs = Vec::new();
+    let mut options = arg["-Wa,".len()..].split(',');
+    while let Some(option) = options.next() {
+        if option == "-I" {
+            let dir = options
+                .next()
+                .ok_or_else(|| format!("{arg}: -I without a directory"))?;
+            dirs.push(dir.to_string());
+        } else if let Some(dir) = option.strip_prefix("-I") {
+            dirs.push(dir.to_string());
+        } else if option.starts_with("--MD")
+            || option.starts_with("-MD")
+            || option.starts_with('@')
+            || option.starts_with("-o")
+            || (option.starts_with("-a") && option.contains('='))
+        {
+            return Err(format!("{arg} makes the assembler read or write files kache does not track"));
+        }
+    }
+    Ok(dirs)
+}
+
+/// Whether text the compile reads may make an assembler other than GNU as
+/// (clang's integrated one) read a file: it mentions `incbin` or `.include`
+/// anywhere, in any case (gas directives are case-insensitive). This is the
+/// fallback where the assembler cannot list what it read (see
+/// [`assembler_dependency_flag`]); a compile it finds is not cached. It is a
+/// text rule and not complete: a directive spelled with C escapes
+/// (`"\x2eincbin"`) or built by an assembler macro is not seen.
+pub fn mentions_assembler_reads(text: &[u8]) -> bool {
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    }
+    contains(text, b"incbin") || contains(text, b".include")
+}
+
+/// The argument that makes the GNU assembler write the make-style list of
+/// every file it read (`.include`, `.incbin`, whatever built the name:
+/// string pasting, preprocessor or assembler macros) to `path`. The gcc
+/// driver passes it to `as` for every `-c` compile, C and assembly alike.
+/// The list also names the assembler's input (the driver's temporary `.s`)
+/// and every `.file` name, which need not exist.
+pub fn assembler_dependency_flag(path: &str) -> String {
+    format!("-Wa,--MD,{path}")
+}
+
+/// Paths where a file, if one appeared, would be read instead of `read`,
+/// a file the GNU assembler opened for an `.incbin` or `.include` (as its
+/// dependency list names it: relative to the current directory, or
+/// absolute). Gas tries the name as given from the current directory, then
+/// under each of `search` in order (gas 2.40, tried with real `gcc -c`: not
+/// the source's own directory, since gcc assembles a temporary file). `read`
+/// may be the name as written or `<search dir>/<name>`; for every search
+/// directory it starts with, the name is looked for in the current
+/// directory and every earlier search directory. Absolute names have no
+/// alternatives.
+pub fn assembler_shadows(read: &str, search: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    if read.starts_with('/') {
+        return out;
+    }
+    for (k, dir) in search.iter().enumerate() {
+        let dir = dir.trim_end_matches('/');
+        let Some(name) = read
+            .strip_prefix(dir)
+            .and_then(|rest| rest.strip_prefix('/'))
+        else {
+            continue;
+        };
+        if name.is_empty() || dir.is_empty() {
+            continue;
+        }
+        out.push(name.to_string());
+        for earlier in &search[..k] {
+            let candidate = format!("{}/{name}", earlier.trim_end_matches('/'));
+            if candidate != read {
+                out.push(candidate);
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
@@ -454,8 +554,56 @@ mod tests {
         assert_eq!(inv.dep_file().as_deref(), Some("deps/x.dep"));
         let inv = parse(&args("-x assembler-with-cpp -c -o x.o x.asm")).unwrap();
         assert!(inv.assembly);
-        assert!(assembly_reads_files("  .incbin \"blob\"\n"));
-        assert!(!assembly_reads_files("mov %eax, %ebx\n"));
+    }
+
+    #[test]
+    fn the_assembler_search_is_every_dash_i_then_every_wa_dash_i() {
+        let inv = parse(&args(
+            "-c -o x.o -Iinc1 -iquote q -isystem s -Wa,-Iwa -I inc2 -Wa,--noexecstack,-I,wa2 x.c",
+        ))
+        .unwrap();
+        assert_eq!(inv.assembler_search, ["inc1", "inc2", "wa", "wa2"]);
+        for line in [
+            "-c -o x.o -Wa,--MD,x.d x.c",
+            "-c -o x.o -Wa,-adhln=x.lst x.c",
+            "-c -o x.o -Wa,@opts x.c",
+            "-c -o x.o -Wa,-I x.c",
+        ] {
+            assert!(parse(&args(line)).is_err(), "{line}");
+        }
+    }
+
+    #[test]
+    fn text_that_may_make_an_assembler_read_files_is_found_anywhere() {
+        for text in [
+            "  .incbin \"blob\"\n",
+            "label: .incbin \"x\"",
+            "__asm__(\".section .rodata; .INCBIN \\\"f\\\", 2, 4\");",
+            "#define INCBIN_MACRO \".incbin\"",
+            ".include \"more.s\"",
+        ] {
+            assert!(mentions_assembler_reads(text.as_bytes()), "{text}");
+        }
+        assert!(!mentions_assembler_reads(b"mov %eax, %ebx\n#include <stdio.h>\n"));
+    }
+
+    #[test]
+    fn a_file_found_under_a_search_dir_is_shadowed_by_the_cwd_and_earlier_dirs() {
+        let search = vec!["inc1".to_string(), "inc2/".to_string(), "wa".to_string()];
+        assert_eq!(
+            assembler_shadows("inc2/blob.bin", &search),
+            ["blob.bin", "inc1/blob.bin"]
+        );
+        assert_eq!(
+            assembler_shadows("wa/d/b.bin", &search),
+            ["d/b.bin", "inc1/d/b.bin", "inc2/d/b.bin"]
+        );
+        assert!(assembler_shadows("blob.bin", &search).is_empty());
+        assert!(assembler_shadows("/abs/inc1/blob.bin", &search).is_empty());
+        assert_eq!(
+            assembler_dependency_flag("/t/x.o.as.d"),
+            "-Wa,--MD,/t/x.o.as.d"
+        );
     }
 
     #[test]

@@ -219,6 +219,7 @@ pub fn add_arguments(
                 continue;
             }
             "-L" | "-l" => "link",
+            "-Z" => "unstable",
             "-A" | "-W" | "-D" | "-F" | "--allow" | "--warn" | "--deny" | "--forbid"
             | "--force-warn" | "--cap-lints" => "lints",
             "--out-dir" | "--error-format" | "--json" | "--color" | "--diagnostic-width" => {

@@ -5,9 +5,11 @@
 //! That keeps every rule here unit-testable and reusable by the planner.
 
 pub mod args;
+pub mod buildscript;
 pub mod cc;
 pub mod depinfo;
 pub mod key;
+pub mod linkargs;
 pub mod manifest;
 pub mod meta;
 pub mod normalize;

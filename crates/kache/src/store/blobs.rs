@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result};
 
-use super::{HashCache, Store, is_hex_key};
+use super::{Store, is_hex_key};
 
 /// The result of storing one file's bytes.
 #[derive(Debug, Clone)]
@@ -165,12 +165,11 @@ impl Store {
 
     /// Proves, before a restore, that blob `hash` holds exactly its bytes.
     ///
-    /// The blob is hashed through `cache`: re-read on first use or whenever
-    /// its stat (size, mtime, inode) changed, otherwise known from the index.
-    /// A write that reached a blob (say through a hardlink in `target/`)
-    /// changes its mtime, so it is re-hashed and caught: the blob is deleted
-    /// and the caller misses instead of restoring wrong bytes.
-    pub fn verify_blob(&self, cache: &mut HashCache, hash: &str, size: u64) -> Result<()> {
+    /// Every byte is re-read and hashed, on every restore: a stat shortcut
+    /// cannot see bit rot, nor a write through a hardlink in `target/` whose
+    /// tool put the mtime back, and a wrong blob restored is a wrong hit. A
+    /// blob that fails is deleted and the caller misses instead.
+    pub fn verify_blob(&self, hash: &str, size: u64) -> Result<()> {
         let path = self.blob_path(hash);
         let on_disk = fs::metadata(&path)
             .with_context(|| format!("blob {hash} is missing"))?
@@ -178,7 +177,7 @@ impl Store {
         if on_disk != size {
             anyhow::bail!("blob {hash} has {on_disk} bytes, expected {size}");
         }
-        let actual = cache.hash(self, &path)?.hash;
+        let (actual, _) = hash_file(&path).with_context(|| format!("reading blob {hash}"))?;
         if actual != hash {
             let _ = fs::remove_file(&path);
             anyhow::bail!("blob {hash} is corrupt (its bytes hash to {actual}); removed it");

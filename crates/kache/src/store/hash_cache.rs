@@ -1,14 +1,17 @@
-//! Content hashes with a stat shortcut, backed by the index's `file_hashes`.
+//! Content hashes with a stat shortcut, backed by the index's `file_stats`.
 //!
-//! A file whose path, size, mtime and inode match a remembered row is not read
-//! again. Only files whose mtime is at least two seconds old are remembered:
-//! a write within the same mtime tick as the hashing could otherwise go
-//! unnoticed (the "racy timestamp" problem). New rows are batched and written
-//! in one transaction by [`HashCache::flush`].
+//! A file whose path, size, mtime, inode change time (ctime) and inode match
+//! a remembered row is not read again. The ctime is what makes the shortcut
+//! safe: tools can put an mtime back (`cp -p`, `rsync --inplace -t`,
+//! git-restore-mtime, `touch -r`), but every write or `utime` moves the
+//! ctime, and nothing can set it. Only files whose mtime and ctime are at
+//! least two seconds old are remembered: a write within the same tick as the
+//! hashing could otherwise go unnoticed (the "racy timestamp" problem). New
+//! rows are batched and written in one transaction by [`HashCache::flush`].
 //!
-//! The wrapper hashes sources and externs through it, and the store verifies
-//! blobs through it before a restore, so both share one mechanism and one
-//! write per compile.
+//! The wrapper hashes sources and externs through it. Blobs are *not*
+//! verified through it: a restore re-reads every blob it hands out
+//! (`Store::verify_blob`), since bit rot moves no timestamp at all.
 
 use std::path::Path;
 
@@ -47,7 +50,7 @@ impl HashCache {
         let (hash, size) =
             hash_file(path).with_context(|| format!("reading {}", path.display()))?;
         let now = crate::events::now_ms() as i64 * 1_000_000;
-        if stat.mtime_ns < now - RACY_WINDOW_NS && size == stat.size {
+        if stat.mtime_ns.max(stat.ctime_ns) < now - RACY_WINDOW_NS && size == stat.size {
             self.pending
                 .push((key.to_string(), stat.clone(), hash.clone()));
         }

@@ -11,7 +11,8 @@ use anyhow::{Context, Result};
 use kache_core::meta::EntryMeta;
 use rusqlite::{Connection, OptionalExtension, params};
 
-const SCHEMA_VERSION: i64 = 2;
+/// 3: the stat cache (`file_stats`) also matches the inode change time.
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
@@ -34,10 +35,12 @@ CREATE TABLE IF NOT EXISTS entry_blobs (
     PRIMARY KEY (cache_key, hash)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entry_blobs_by_hash ON entry_blobs(hash);
-CREATE TABLE IF NOT EXISTS file_hashes (
+DROP TABLE IF EXISTS file_hashes;
+CREATE TABLE IF NOT EXISTS file_stats (
     path TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
     ino INTEGER NOT NULL,
     hash TEXT NOT NULL
 ) WITHOUT ROWID;
@@ -77,13 +80,14 @@ fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
 /// Writes `(path, stat, hash)` rows of the stat cache inside `tx`.
 fn insert_hashes(tx: &rusqlite::Transaction<'_>, items: &[(String, Stat, String)]) -> Result<()> {
     let mut stmt = tx.prepare_cached(
-        "INSERT OR REPLACE INTO file_hashes (path, size, mtime_ns, ino, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT OR REPLACE INTO file_stats (path, size, mtime_ns, ctime_ns, ino, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for (path, stat, hash) in items {
         stmt.execute(params![
             path,
             stat.size as i64,
             stat.mtime_ns,
+            stat.ctime_ns,
             stat.ino as i64,
             hash
         ])?;
@@ -108,6 +112,10 @@ pub struct EntryRow {
 pub struct Stat {
     pub size: u64,
     pub mtime_ns: i64,
+    /// The inode change time: no tool can set it back, so a rewrite that
+    /// keeps size and mtime (`cp -p`, `rsync -t`, `touch -r`, a write
+    /// through a hardlink with the mtime restored) still changes it.
+    pub ctime_ns: i64,
     pub ino: u64,
 }
 
@@ -122,6 +130,10 @@ impl Stat {
         Self {
             size: meta.len(),
             mtime_ns,
+            ctime_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
             ino: meta.ino(),
         }
     }
@@ -425,11 +437,17 @@ impl Index {
     /// A remembered content hash for `path` if its stat still matches.
     pub fn cached_hash(&self, path: &str, stat: &Stat) -> Result<Option<String>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT hash FROM file_hashes WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3 AND ino = ?4",
+            "SELECT hash FROM file_stats WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3 AND ctime_ns = ?4 AND ino = ?5",
         )?;
         Ok(stmt
             .query_row(
-                params![path, stat.size as i64, stat.mtime_ns, stat.ino as i64],
+                params![
+                    path,
+                    stat.size as i64,
+                    stat.mtime_ns,
+                    stat.ctime_ns,
+                    stat.ino as i64
+                ],
                 |r| r.get(0),
             )
             .optional()?)
@@ -468,7 +486,7 @@ impl Index {
 
     /// Forgets every remembered file hash (after a repair).
     pub fn clear_hash_cache(&self) -> Result<()> {
-        self.conn.execute("DELETE FROM file_hashes", [])?;
+        self.conn.execute("DELETE FROM file_stats", [])?;
         Ok(())
     }
 }

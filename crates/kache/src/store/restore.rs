@@ -47,6 +47,9 @@ impl Store {
         // that has the executable bit.
         if hardlink_ok && self.blob_linkable(hash, executable) && fs::hard_link(&blob, dest).is_ok()
         {
+            // A link keeps the inode's old mtime; cargo would then think
+            // dependents built after that time are fresh (see `touch`).
+            touch(dest)?;
             return Ok(RestoreMethod::Hardlink);
         }
         fs::copy(&blob, dest)
@@ -60,6 +63,27 @@ impl Store {
         write_atomic(dest, bytes, 0o644)?;
         Ok(RestoreMethod::Rewrite)
     }
+}
+
+/// Sets a restored file's mtime (and atime) to now. Cargo decides what to
+/// rebuild by comparing mtimes: a dependency output older than a dependent's
+/// makes the dependent look fresh, so a restore that put back an output with
+/// the time of its first compile (a revert, then `cargo build -p dep`) would
+/// leave dependents built from the newer version in place. A fresh copy or
+/// reflink is already new; a hardlink shares the blob's inode, so this also
+/// moves the blob's times (its content is checked by hash, never by time).
+fn touch(path: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .with_context(|| format!("{} has a NUL byte", path.display()))?;
+    // SAFETY: c_path is a valid NUL-terminated string for the call's
+    // duration; a null `times` means "now" for both timestamps.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), std::ptr::null(), 0) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("setting the mtime of {}", path.display()));
+    }
+    Ok(())
 }
 
 fn remove_if_present(path: &Path) -> Result<()> {

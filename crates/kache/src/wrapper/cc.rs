@@ -146,6 +146,11 @@ struct CcSession<'a> {
     /// The daemon, when a remote is configured.
     link: Option<Link>,
     hit_source: String,
+    /// The assembler writes the list of files it read (GNU as `--MD`, asked
+    /// for with [`cc::assembler_dependency_flag`]); otherwise any mention of
+    /// `.incbin` or `.include` in what the compile reads keeps it out of
+    /// the cache.
+    assembler_lists_reads: bool,
 }
 
 impl<'a> CcSession<'a> {
@@ -181,6 +186,7 @@ impl<'a> CcSession<'a> {
             started: Instant::now(),
             link: Link::for_config(config),
             hit_source: "local".to_string(),
+            assembler_lists_reads: false,
         };
         session.builder = session.pre_key(resolved, name)?;
         Ok(session)
@@ -196,6 +202,7 @@ impl<'a> CcSession<'a> {
         if !cc::supports_file_prefix_map(family, major) {
             bail!("{name} {major} has no -ffile-prefix-map");
         }
+        self.assembler_lists_reads = family == cc::Family::Gcc && self.gas_writes_dependencies();
         let canonical = resolved
             .canonicalize()
             .with_context(|| format!("resolving {}", resolved.display()))?;
@@ -250,6 +257,22 @@ impl<'a> CcSession<'a> {
             trace!(unit = %self.crate_name, component = component.name, value = %component.value, "key component");
         }
         Ok(builder)
+    }
+
+    /// Whether this driver's assembler accepts `--MD` (GNU as), asked once
+    /// per compiler binary and remembered like its banner.
+    fn gas_writes_dependencies(&self) -> bool {
+        let flag = cc::assembler_dependency_flag("/dev/null");
+        let probe = [
+            "-c",
+            "-x",
+            "assembler",
+            "-o",
+            "/dev/null",
+            flag.as_str(),
+            "/dev/null",
+        ];
+        toolchain::probe_output(&self.store, Path::new(self.program), &probe).is_ok()
     }
 
     fn run(&mut self, args: &[String]) -> i32 {
@@ -308,7 +331,7 @@ impl<'a> CcSession<'a> {
     }
 
     fn restore(&mut self, meta: &EntryMeta) -> Result<u64> {
-        lookup::verify_blobs(&self.store, &mut self.hasher, meta)?;
+        lookup::verify_blobs(&self.store, meta)?;
         let mut bytes = 0;
         for file in &meta.files {
             match file.kind {
@@ -361,8 +384,17 @@ impl<'a> CcSession<'a> {
                 Some(path)
             }
         };
+        let gas_dep_file = self.assembler_lists_reads.then(|| {
+            let path = PathBuf::from(format!(
+                "{}.kache-{}.as.d",
+                self.output.display(),
+                std::process::id()
+            ));
+            full.push(cc::assembler_dependency_flag(&path.to_string_lossy()));
+            path
+        });
         let compile_start = SystemTime::now();
-        let compiled = match compile::run_teed(Path::new(self.program), &full) {
+        let compiled = match compile::run_teed(Path::new(self.program), &full, &[]) {
             Ok(compiled) => compiled,
             Err(err) => {
                 warn!("{err:#}");
@@ -379,9 +411,15 @@ impl<'a> CcSession<'a> {
             ))
         } else {
             let dep_path = dep_path.expect("one dep file is always asked for");
-            self.store_outputs(pre_key, &compiled, &dep_path, compile_start)
+            self.store_outputs(
+                pre_key,
+                &compiled,
+                &dep_path,
+                gas_dep_file.as_deref(),
+                compile_start,
+            )
         };
-        if let Some(path) = &own_dep_file {
+        for path in own_dep_file.iter().chain(&gas_dep_file) {
             let _ = std::fs::remove_file(path);
         }
         match stored {
@@ -399,13 +437,12 @@ impl<'a> CcSession<'a> {
             }
             Err(err) => {
                 debug!(unit = %self.crate_name, "not stored: {err:#}");
-                self.report(
-                    Outcome::Miss,
-                    None,
-                    0,
-                    compile_ms,
-                    Some(format!("not stored: {err:#}")),
-                );
+                let (outcome, reason) = if err.is::<Uncacheable>() {
+                    (Outcome::Passthrough, format!("{err:#}"))
+                } else {
+                    (Outcome::Miss, format!("not stored: {err:#}"))
+                };
+                self.report(outcome, None, 0, compile_ms, Some(reason));
             }
         }
         let _ = self.hasher.flush(&mut self.store);
@@ -417,6 +454,7 @@ impl<'a> CcSession<'a> {
         pre_key: &str,
         compiled: &compile::Compiled,
         dep_path: &Path,
+        gas_dep_path: Option<&Path>,
         compile_start: SystemTime,
     ) -> Result<(Outcome, EntryMeta)> {
         let dep_text = std::fs::read_to_string(dep_path)
@@ -431,10 +469,14 @@ impl<'a> CcSession<'a> {
         let resolved: Vec<PathBuf> = deps.iter().map(|d| self.roots.resolve(d)).collect();
         let mut inputs = Vec::with_capacity(deps.len());
         for (dep, path) in deps.iter().zip(&resolved) {
-            if self.invocation.assembly {
+            if !self.assembler_lists_reads {
                 let text = std::fs::read(path).with_context(|| format!("reading {dep}"))?;
-                if cc::assembly_reads_files(&String::from_utf8_lossy(&text)) {
-                    bail!("{dep} makes the assembler read files the dep file does not list");
+                if cc::mentions_assembler_reads(&text) {
+                    return Err(Uncacheable(format!(
+                        "{dep} mentions .incbin or .include, and this assembler cannot list the \
+                         files it reads"
+                    ))
+                    .into());
                 }
             }
             let hashed = self.hasher.hash(&self.store, path)?;
@@ -445,6 +487,24 @@ impl<'a> CcSession<'a> {
                 path: self.roots.normalizer.normalize(dep),
                 hash: hashed.hash,
             });
+        }
+        if !self.assembler_lists_reads
+            && let Some(arg) = self
+                .invocation
+                .keyed
+                .iter()
+                .find(|a| cc::mentions_assembler_reads(a.as_bytes()))
+        {
+            return Err(Uncacheable(format!(
+                "{arg} mentions .incbin or .include, and this assembler cannot list the files it \
+                 reads"
+            ))
+            .into());
+        }
+        if let Some(gas_dep_path) = gas_dep_path {
+            let known: std::collections::BTreeSet<PathBuf> =
+                resolved.iter().map(|p| lexical(p)).collect();
+            inputs.extend(self.assembler_inputs(gas_dep_path, &known, start_ns)?);
         }
         for absent in self.shadowing_paths(&resolved) {
             inputs.push(Input {
@@ -507,6 +567,67 @@ impl<'a> CcSession<'a> {
             Outcome::Miss
         };
         Ok((outcome, meta))
+    }
+
+    /// The files GNU as read (`.incbin`, `.include`), from the list it wrote
+    /// to `gas_dep_path`, keyed by content, and every path that would have
+    /// been read instead had a file been there, keyed as absent. Inputs the
+    /// preprocessor's dep file already gave (`known`) are skipped, and so
+    /// are names that exist nowhere and were never read: the driver's
+    /// temporary `.s` (gone once it exits) and `.file` names.
+    fn assembler_inputs(
+        &mut self,
+        gas_dep_path: &Path,
+        known: &std::collections::BTreeSet<PathBuf>,
+        start_ns: i64,
+    ) -> Result<Vec<Input>> {
+        let text = std::fs::read_to_string(gas_dep_path).with_context(|| {
+            format!(
+                "the assembler wrote no list of the files it read ({})",
+                gas_dep_path.display()
+            )
+        })?;
+        let temp = std::env::temp_dir();
+        let is_local = |path: &Path| {
+            let text = path.to_string_lossy();
+            self.roots.normalizer.normalize(&text) != text
+        };
+        let mut inputs = Vec::new();
+        let mut seen = known.clone();
+        let mut absent = std::collections::BTreeSet::new();
+        for read in depinfo::parse_make(&text) {
+            let path = lexical(&self.roots.resolve(&read));
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            if std::fs::symlink_metadata(&path).is_err() {
+                if !path.starts_with(&temp) {
+                    absent.insert(path);
+                }
+                continue;
+            }
+            let hashed = self.hasher.hash(&self.store, &path)?;
+            if hashed.mtime_ns > start_ns {
+                bail!("{read} changed while the assembler was reading it");
+            }
+            inputs.push(Input {
+                path: self.roots.normalizer.normalize(&read),
+                hash: hashed.hash,
+            });
+            for shadow in cc::assembler_shadows(&read, &self.invocation.assembler_search) {
+                let candidate = lexical(&self.roots.resolve(&shadow));
+                if is_local(&candidate) && std::fs::symlink_metadata(&candidate).is_err() {
+                    absent.insert(candidate);
+                }
+            }
+        }
+        for path in absent {
+            inputs.push(Input {
+                path: self.roots.normalizer.normalize(&path.to_string_lossy()),
+                hash: ABSENT.to_string(),
+            });
+        }
+        Ok(inputs)
     }
 
     /// Paths that, if a file appeared there, could be found by an `#include`
@@ -584,6 +705,19 @@ impl<'a> CcSession<'a> {
         );
     }
 }
+
+/// A compile that ran but must not be cached (as opposed to one that could
+/// not be stored): it is recorded as a passthrough with this reason.
+#[derive(Debug)]
+struct Uncacheable(String);
+
+impl std::fmt::Display for Uncacheable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Uncacheable {}
 
 fn file_name(path: &Path) -> String {
     path.file_name()

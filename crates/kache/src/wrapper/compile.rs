@@ -39,14 +39,14 @@ impl Compiler {
     }
 
     /// Runs the compiler with its output teed (see [`run_teed`]).
-    pub fn run_teed(&self, args: &[String]) -> Result<Compiled> {
+    pub fn run_teed(&self, args: &[String], display: &[(String, String)]) -> Result<Compiled> {
         let mut all: Vec<String> = self
             .lead()
             .into_iter()
             .map(|a| a.to_string_lossy().to_string())
             .collect();
         all.extend_from_slice(args);
-        run_teed(self.program(), &all)
+        run_teed(self.program(), &all, display)
     }
 }
 
@@ -71,8 +71,11 @@ pub fn passthrough(rustc: &Path, args: &[OsString]) -> i32 {
 }
 
 /// Runs rustc, forwarding stdout and stderr line by line while recording them.
-/// Fails only when rustc cannot be started.
-pub fn run_teed(rustc: &Path, args: &[String]) -> Result<Compiled> {
+/// Each stderr line has its remapped path prefixes turned back into real
+/// ones (`display`: `(remapped, real)`, see `Roots::display_paths`), so
+/// diagnostics name this checkout's files, as without kache. Fails only
+/// when rustc cannot be started.
+pub fn run_teed(rustc: &Path, args: &[String], display: &[(String, String)]) -> Result<Compiled> {
     let started = Instant::now();
     let mut child = Command::new(rustc)
         .args(args)
@@ -105,6 +108,7 @@ pub fn run_teed(rustc: &Path, args: &[String]) -> Result<Compiled> {
         match reader.read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
+                let line = unmap(&line, display);
                 let _ = err_out.write_all(&line);
                 let _ = err_out.flush();
                 stderr.extend_from_slice(&line);
@@ -122,9 +126,51 @@ pub fn run_teed(rustc: &Path, args: &[String]) -> Result<Compiled> {
     })
 }
 
+/// `line` with every `remapped` prefix that ends at a `/` replaced by its
+/// real path.
+fn unmap(line: &[u8], display: &[(String, String)]) -> Vec<u8> {
+    let mut out = line.to_vec();
+    for (remapped, real) in display {
+        let needle = format!("{remapped}/");
+        if memchr::memmem::find(&out, needle.as_bytes()).is_none() {
+            continue;
+        }
+        let replacement = format!("{real}/");
+        let mut next = Vec::with_capacity(out.len());
+        let mut rest = &out[..];
+        while let Some(at) = memchr::memmem::find(rest, needle.as_bytes()) {
+            next.extend_from_slice(&rest[..at]);
+            next.extend_from_slice(replacement.as_bytes());
+            rest = &rest[at + needle.len()..];
+        }
+        next.extend_from_slice(rest);
+        out = next;
+    }
+    out
+}
+
 fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remapped_prefixes_in_diagnostics_become_real_paths() {
+        let display = vec![
+            ("/kache/target".to_string(), "/w/a/target".to_string()),
+            ("/kache/cargo".to_string(), "/home/u/.cargo".to_string()),
+        ];
+        let line = br#"{"file_name":"/kache/target/debug/build/x/out/gen.rs","rendered":"--> /kache/cargo/registry/y.rs and /kache/targetx"}"#;
+        assert_eq!(
+            String::from_utf8(unmap(line, &display)).unwrap(),
+            r#"{"file_name":"/w/a/target/debug/build/x/out/gen.rs","rendered":"--> /home/u/.cargo/registry/y.rs and /kache/targetx"}"#
+        );
+        assert_eq!(unmap(b"plain line\n", &display), b"plain line\n");
+    }
 }

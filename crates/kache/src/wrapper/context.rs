@@ -86,17 +86,33 @@ impl Roots {
         }
     }
 
-    /// `--remap-path-prefix` flags (and a scope that keeps diagnostics real).
-    pub fn remap_args(&self, user_scope: bool) -> Vec<String> {
-        let mut args: Vec<String> = self
-            .remaps
+    /// `--remap-path-prefix` flags, most specific last. No
+    /// `--remap-path-scope` is added: every scope is remapped (as on every
+    /// toolchain before 1.95), because a narrower one leaves the real source
+    /// paths in the crate metadata (for downstream diagnostics), which would
+    /// make every `.rmeta` machine-local. Diagnostics get their real paths
+    /// back from [`Roots::display_paths`] as rustc prints them.
+    pub fn remap_args(&self) -> Vec<String> {
+        self.remaps
             .iter()
             .map(|(from, to)| format!("--remap-path-prefix={from}={to}"))
+            .collect()
+    }
+
+    /// `(remapped name, real prefix)` pairs that turn rustc's diagnostics
+    /// back into this checkout's paths, longest name first. The workspace,
+    /// remapped to `.`, is left out: `./x` cannot be told from a relative
+    /// path, and cargo passes workspace sources as relative paths anyway.
+    /// A real prefix that JSON would escape (a `"` or `\`) is left out too.
+    pub fn display_paths(&self) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = self
+            .remaps
+            .iter()
+            .filter(|(from, to)| to.starts_with('/') && !from.contains(['"', '\\']))
+            .map(|(from, to)| (to.clone(), from.clone()))
             .collect();
-        if !user_scope && !args.is_empty() {
-            args.push("--remap-path-scope=macro,debuginfo".to_string());
-        }
-        args
+        pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        pairs
     }
 
     /// `(real prefix, remapped name)` pairs, shortest prefix first: the
@@ -224,7 +240,10 @@ pub fn keyed_env() -> Vec<(String, String)> {
 /// keying them here makes a newly added `clippy.toml` a miss.
 pub fn clippy_config(roots: &Roots) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for name in ["CLIPPY_ARGS", "CLIPPY_CONF_DIR"] {
+    // CARGO_PRIMARY_PACKAGE decides whether clippy lints the crate at all
+    // (`--no-deps` lints only primary packages): a `-p b` entry must not
+    // serve `-p a`.
+    for name in ["CLIPPY_ARGS", "CLIPPY_CONF_DIR", "CARGO_PRIMARY_PACKAGE"] {
         if let Ok(value) = std::env::var(name) {
             out.push((name.to_string(), roots.normalizer.normalize(&value)));
         }
@@ -268,7 +287,7 @@ mod tests {
         )
         .unwrap();
         let roots = Roots::discover(&ws, &out, None);
-        let args = roots.remap_args(false);
+        let args = roots.remap_args();
         let ws_flag = format!("--remap-path-prefix={}=.", ws.display());
         let target_flag = format!(
             "--remap-path-prefix={}=/kache/target",
@@ -283,13 +302,16 @@ mod tests {
             at(&ws_flag) < at(&target_flag),
             "rustc applies the last matching prefix"
         );
-        assert_eq!(args.last().unwrap(), "--remap-path-scope=macro,debuginfo");
+        assert!(!args.iter().any(|a| a.starts_with("--remap-path-scope")));
+        let display = roots.display_paths();
         assert!(
-            !roots
-                .remap_args(true)
-                .iter()
-                .any(|a| a.starts_with("--remap-path-scope"))
+            display.contains(&(
+                "/kache/target".to_string(),
+                ws.join("target").display().to_string()
+            )),
+            "{display:?}"
         );
+        assert!(!display.iter().any(|(to, _)| to == "."));
         let text = format!(
             "{}/debug/deps/libx.rlib {}/src/lib.rs",
             ws.join("target").display(),

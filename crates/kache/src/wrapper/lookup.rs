@@ -56,10 +56,10 @@ pub const ABSENT: &str = "absent";
 
 /// Verifies every blob of `meta` before anything is restored: a blob that
 /// was written through a link or damaged is a miss, never a wrong hit.
-pub fn verify_blobs(store: &Store, hasher: &mut HashCache, meta: &EntryMeta) -> Result<()> {
+pub fn verify_blobs(store: &Store, meta: &EntryMeta) -> Result<()> {
     for file in &meta.files {
         store
-            .verify_blob(hasher, &file.hash, file.size)
+            .verify_blob(&file.hash, file.size)
             .with_context(|| format!("checking {}", file.name))?;
     }
     Ok(())

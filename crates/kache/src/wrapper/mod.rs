@@ -11,9 +11,12 @@
 mod cc;
 mod compile;
 mod context;
+mod declared;
+mod linked;
 mod lock;
 mod lookup;
 mod outcome;
+mod side_files;
 mod toolchain;
 
 use std::ffi::{OsStr, OsString};
@@ -117,7 +120,7 @@ pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
     let invocation = match args::parse(&text_args) {
         Parsed::Cacheable(invocation) => invocation,
         Parsed::Passthrough(reason) => {
-            trace!(reason, "not a cacheable compile");
+            trace!(%reason, "not a cacheable compile");
             return tool.passthrough(&args);
         }
     };
@@ -143,8 +146,14 @@ pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
     session.run(&plain)
 }
 
-/// The value of an `env!` variable as it is keyed.
+/// The value of an `env!` variable as it is keyed. A recorded name that
+/// starts with [`linked::BAKED_ROOT`] is not a variable (no variable name
+/// holds a `=`): it is a machine-local root an output contained, valued by
+/// where that root is here (see `linked::baked_roots`).
 fn env_dep_value(roots: &Roots, name: &str) -> Option<String> {
+    if let Some(sentinel) = name.strip_prefix(linked::BAKED_ROOT) {
+        return linked::root_path(roots, sentinel);
+    }
     let value = std::env::var(name).ok()?;
     Some(if context::env_dep_is_path_root(name) {
         roots.normalizer.normalize(&value)
@@ -163,6 +172,8 @@ struct Session<'a> {
     compiler: &'a Compiler,
     invocation: &'a Invocation,
     outputs: Vec<Output>,
+    /// rustc's output names for the target (see `side_files`).
+    file_names: kache_core::args::FileNames,
     /// `--out-dir`, resolved against the cwd once.
     out_dir: PathBuf,
     store: Store,
@@ -182,9 +193,6 @@ impl<'a> Session<'a> {
         invocation: &'a Invocation,
         started: Instant,
     ) -> Result<Self> {
-        let outputs = invocation
-            .outputs()
-            .context("unknown output naming for this target")?;
         let store = Store::open(&config.cache_dir)?;
         let cwd = std::env::current_dir().context("reading the current directory")?;
         let roots = Roots::discover(
@@ -192,16 +200,34 @@ impl<'a> Session<'a> {
             Path::new(&invocation.out_dir),
             invocation.target.as_deref(),
         );
+        let mut hasher = HashCache::default();
+        // Output names come from rustc's own table for the target; a custom
+        // target specification is asked about by content.
+        let target = invocation.target.as_deref();
+        let spec_hash = match target.filter(|t| t.ends_with(".json")) {
+            Some(spec) => Some(hasher.hash(&store, &roots.resolve(spec))?.hash),
+            None => None,
+        };
+        let names = toolchain::file_names(
+            &store,
+            &compiler.rustc,
+            target,
+            spec_hash.as_deref(),
+            invocation.has_unstable("unstable-options"),
+        )
+        .context("learning the target's output names")?;
+        let outputs = invocation.outputs(&names).map_err(anyhow::Error::msg)?;
         let out_dir = roots.resolve(&invocation.out_dir);
         Ok(Self {
             config,
             compiler,
             invocation,
             outputs,
+            file_names: names,
             out_dir,
             store,
             roots,
-            hasher: HashCache::default(),
+            hasher,
             started,
             link: Link::for_config(config),
             hit_source: "local".to_string(),
@@ -345,6 +371,9 @@ impl<'a> Session<'a> {
             };
             builder.add("native_libs", value);
         }
+        // What the crate's build script declares: files, directories and
+        // variables that macros read without rustc's dep-info knowing.
+        declared::add(&mut builder, &self.store, &mut self.hasher, &self.roots)?;
         for (name, value) in context::keyed_env() {
             builder.add(
                 "env",
@@ -398,7 +427,7 @@ impl<'a> Session<'a> {
     }
 
     fn restore(&mut self, meta: &EntryMeta) -> Result<u64> {
-        lookup::verify_blobs(&self.store, &mut self.hasher, meta)?;
+        lookup::verify_blobs(&self.store, meta)?;
         std::fs::create_dir_all(&self.out_dir)?;
         let mut bytes = 0;
         for file in &meta.files {
@@ -445,16 +474,42 @@ impl<'a> Session<'a> {
                 let _ = std::fs::remove_file(&path);
             }
         }
-        let mut args = self.invocation.args.clone();
-        args.extend(self.roots.remap_args(self.invocation.has_remap_scope));
+        let inv = self.invocation;
+        // kache's remaps come first: rustc applies the last matching one, so
+        // a user's own `--remap-path-prefix` wins.
+        let mut args = self.roots.remap_args();
+        let link_line = (inv.is_linked()
+            && toolchain::accepts(
+                &self.store,
+                &self.compiler.rustc,
+                "--print=link-args=/dev/null",
+            ))
+        .then(|| self.store.incoming_file().ok())
+        .flatten();
+        args.extend(inv.args.iter().cloned());
+        if let Some(file) = &link_line {
+            args.push(format!("--print=link-args={}", file.path().display()));
+        }
         let compile_start = SystemTime::now();
-        let compiled = match self.compiler.run_teed(&args) {
+        let compiled = match self.compiler.run_teed(&args, &self.roots.display_paths()) {
             Ok(compiled) => compiled,
             Err(err) => {
                 warn!("{err:#}");
                 return self.compiler.passthrough(plain);
             }
         };
+        if compiled.code != 0 && rejected_our_flags(&compiled.stderr) {
+            // rustc refused a flag kache added: compile exactly as cargo
+            // asked, and say why nothing was stored.
+            warn!(crate_name = %inv.crate_name, "rustc rejected a flag kache added; compiling as asked");
+            record_passthrough(
+                self.config,
+                inv,
+                self.started,
+                "rustc rejected a flag kache added",
+            );
+            return self.compiler.passthrough(plain);
+        }
         if compiled.code != 0 {
             let reason = format!("rustc exited with {}", compiled.code);
             self.finish(
@@ -466,7 +521,10 @@ impl<'a> Session<'a> {
             );
             return compiled.code;
         }
-        match self.store_outputs(builder, pre_key, &compiled, compile_start) {
+        let link_text = link_line
+            .as_ref()
+            .map(|file| std::fs::read_to_string(file.path()).unwrap_or_default());
+        match self.store_outputs(builder, pre_key, &compiled, compile_start, link_text) {
             Ok((outcome, meta)) => {
                 if let Some(link) = &self.link {
                     link.upload(&self.store, &meta.cache_key);
@@ -502,8 +560,19 @@ impl<'a> Session<'a> {
         pre_key: &str,
         compiled: &Compiled,
         compile_start: SystemTime,
+        link_line: Option<String>,
     ) -> Result<(Outcome, EntryMeta)> {
         let inv = self.invocation;
+        // Split debuginfo beside the outputs is stored with them; any other
+        // file named after the unit would be missing from the entry.
+        let side = side_files::find(
+            &self.out_dir,
+            inv,
+            &self.outputs,
+            &self.file_names,
+            compile_start,
+        )?;
+        self.outputs.extend(side);
         let normalizer = &self.roots.normalizer;
         let out_dir = &self.out_dir;
         for output in &self.outputs {
@@ -534,7 +603,31 @@ impl<'a> Session<'a> {
                 hash: hashed.hash,
             });
         }
-        let env_deps: Vec<(String, Option<String>)> = info
+        // A linked output is keyed by everything the link read: the whole
+        // dependency closure, native libraries, linker scripts.
+        if let Some(line) = &link_line {
+            if line.trim().is_empty() {
+                bail!("rustc wrote no link line");
+            }
+            let own: Vec<PathBuf> = self.outputs.iter().map(|o| out_dir.join(&o.name)).collect();
+            for path in linked::link_inputs(line, &self.roots, &own) {
+                let hashed = self.hasher.hash(&self.store, &path)?;
+                if hashed.mtime_ns > start_ns {
+                    bail!("{} changed while rustc was linking", path.display());
+                }
+                let text = path.to_string_lossy();
+                if !inputs
+                    .iter()
+                    .any(|i: &Input| i.path == normalizer.normalize(&text))
+                {
+                    inputs.push(Input {
+                        path: normalizer.normalize(&text),
+                        hash: hashed.hash,
+                    });
+                }
+            }
+        }
+        let mut env_deps: Vec<(String, Option<String>)> = info
             .env
             .iter()
             .map(|(name, value)| {
@@ -548,6 +641,16 @@ impl<'a> Session<'a> {
                 (name.clone(), value)
             })
             .collect();
+        // An output that holds a machine-local root (a macro that baked
+        // `CARGO_MANIFEST_DIR` into a string) is only right where that root
+        // is the same: the entry records the root, and the key with it.
+        let written: Vec<PathBuf> = self
+            .outputs
+            .iter()
+            .filter(|o| o.kind != OutputKind::DepInfo)
+            .map(|o| out_dir.join(&o.name))
+            .collect();
+        env_deps.extend(linked::baked_roots(&written, &self.roots)?);
         let cache_key = key::full_key(pre_key, &inputs, &env_deps);
         let stdout = std::str::from_utf8(&compiled.stdout).context("rustc stdout is not UTF-8")?;
         let stderr = std::str::from_utf8(&compiled.stderr).context("rustc stderr is not UTF-8")?;
@@ -648,6 +751,16 @@ impl<'a> Session<'a> {
             reason,
         );
     }
+}
+
+/// Whether rustc's failure was its refusal of an option kache added (an
+/// older or newer toolchain than the probe saw), not the user's code.
+fn rejected_our_flags(stderr: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines().any(|line| {
+        (line.contains("Unrecognized option") || line.contains("unknown print request"))
+            && (line.contains("remap-path") || line.contains("link-args") || line.contains("print"))
+    })
 }
 
 /// The workspace's `Cargo.lock` next to the target directory (cargo's

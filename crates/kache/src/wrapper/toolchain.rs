@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use kache_core::args::FileNames;
 
 use crate::store::{Stat, Store};
 
@@ -88,4 +89,87 @@ pub fn find_program(program: &OsStr) -> Option<PathBuf> {
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether `rustc` accepts `flag` (say `--remap-path-scope=macro`, stable
+/// only since 1.95), asked once per binary and remembered like the banner:
+/// every flag kache adds to a compile must be one this toolchain knows.
+pub fn accepts(store: &Store, rustc: &Path, flag: &str) -> bool {
+    let resolved = resolve(rustc);
+    let Ok(meta) = std::fs::metadata(&resolved) else {
+        return false;
+    };
+    let stat = Stat::of(&meta);
+    let key = format!("{} accepts {flag}", resolved.display());
+    if let Ok(Some(answer)) = store.index.toolchain(&key, &stat) {
+        return answer == "yes";
+    }
+    let dir = std::env::temp_dir();
+    let out = dir.join(format!("kache-probe-{}", std::process::id()));
+    let accepted = Command::new(rustc)
+        .args(["-", "--crate-name", "___", "--crate-type", "lib", "--emit"])
+        .arg(format!("metadata={}", out.display()))
+        .arg(flag)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let _ = std::fs::remove_file(&out);
+    let _ = store
+        .index
+        .remember_toolchain(&key, &stat, if accepted { "yes" } else { "no" });
+    accepted
+}
+
+/// What `rustc` names each crate type's output for `target` (the host when
+/// `None`): its `--print=file-names` table, asked once per binary and
+/// target and remembered like the banner. `spec_hash` is the content hash
+/// of a custom target specification (`--target foo.json`), so an edited
+/// spec is asked again; `unstable_options` passes `-Z unstable-options`,
+/// which such a spec needs.
+pub fn file_names(
+    store: &Store,
+    rustc: &Path,
+    target: Option<&str>,
+    spec_hash: Option<&str>,
+    unstable_options: bool,
+) -> Result<FileNames> {
+    let resolved = resolve(rustc);
+    let meta =
+        std::fs::metadata(&resolved).with_context(|| format!("reading {}", resolved.display()))?;
+    let stat = Stat::of(&meta);
+    let args = FileNames::probe_args(target, unstable_options);
+    let key = format!(
+        "{} {} spec={}",
+        resolved.display(),
+        args.join(" "),
+        spec_hash.unwrap_or("none")
+    );
+    if let Some(names) = store
+        .index
+        .toolchain(&key, &stat)?
+        .and_then(|text| FileNames::from_text(&text))
+    {
+        return Ok(names);
+    }
+    let output = Command::new(rustc)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running {} {}", rustc.display(), args.join(" ")))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        bail!(
+            "rustc --print=file-names failed with {}: {first}",
+            output.status
+        );
+    }
+    let stdout = String::from_utf8(output.stdout).context("rustc printed non-UTF-8 file names")?;
+    let names = FileNames::parse(&stdout, &stderr).map_err(anyhow::Error::msg)?;
+    store
+        .index
+        .remember_toolchain(&key, &stat, &names.to_text())?;
+    Ok(names)
 }

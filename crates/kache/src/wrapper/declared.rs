@@ -1,0 +1,136 @@
+//! The inputs a crate's build script declares, keyed in the pre-key.
+//!
+//! Cargo sets `OUT_DIR` for every compile of a package that has a build
+//! script; the script's saved stdout sits next to it (`<unit>/output`, or
+//! `<unit>/run/stdout` in cargo's newer build-dir layout). What it declares
+//! with `rerun-if-changed` and `rerun-if-env-changed` is what cargo
+//! recompiles the crate for, and what procedural macros read without rustc
+//! knowing (see `kache_core::buildscript`): every declared file by content,
+//! every declared directory by its whole tree (names and contents, so a new
+//! migration file is a miss), every declared variable by value.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use kache_core::buildscript::{self, Declared};
+use kache_core::key::KeyBuilder;
+
+use super::context::Roots;
+use crate::store::{HashCache, Store};
+
+/// Adds the `declared` component: nothing when the crate has no build
+/// script (no `OUT_DIR`).
+pub fn add(
+    builder: &mut KeyBuilder,
+    store: &Store,
+    hasher: &mut HashCache,
+    roots: &Roots,
+) -> Result<()> {
+    let Some(out_dir) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
+        return Ok(());
+    };
+    let out_dir = roots.resolve(&out_dir.to_string_lossy());
+    let Some(unit) = out_dir.parent() else {
+        return Ok(());
+    };
+    let saved = [unit.join("output"), unit.join("run").join("stdout")]
+        .into_iter()
+        .find_map(|path| std::fs::read_to_string(path).ok());
+    let Some(text) = saved else {
+        // A package whose script has not run (or a layout we do not know):
+        // the key says so, and nothing is assumed about what it declares.
+        builder.add("declared", "no build-script output found");
+        return Ok(());
+    };
+    let declared = buildscript::parse_output(&text);
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| roots.cwd.clone());
+    for value in describe(&declared, &package, store, hasher, roots)? {
+        builder.add("declared", value);
+    }
+    Ok(())
+}
+
+/// One keyed line per declaration, paths and values normalised.
+fn describe(
+    declared: &Declared,
+    package: &Path,
+    store: &Store,
+    hasher: &mut HashCache,
+    roots: &Roots,
+) -> Result<Vec<String>> {
+    let normalize = |text: &str| roots.normalizer.normalize(text);
+    let mut out = Vec::new();
+    for path in &declared.changed {
+        let full = package.join(path);
+        let state = state_of(&full, store, hasher)?;
+        out.push(format!(
+            "file {}={state}",
+            normalize(&full.to_string_lossy())
+        ));
+    }
+    for name in &declared.env {
+        out.push(match std::env::var(name) {
+            Ok(value) => format!("env {name}={}", normalize(&value)),
+            Err(_) => format!("env {name}!"),
+        });
+    }
+    for (name, value) in &declared.rustc_env {
+        out.push(format!("rustc-env {name}={}", normalize(value)));
+    }
+    Ok(out)
+}
+
+/// A file's content hash, a directory's tree hash, or `absent`.
+fn state_of(path: &Path, store: &Store, hasher: &mut HashCache) -> Result<String> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok("absent".to_string());
+    };
+    if !meta.is_dir() {
+        return Ok(hasher.hash(store, path)?.hash);
+    }
+    let mut listing = Vec::new();
+    walk(path, Path::new(""), store, hasher, &mut listing)?;
+    listing.sort();
+    let mut tree = blake3::Hasher::new();
+    tree.update(b"kache-tree-v1\0");
+    for (name, hash) in &listing {
+        tree.update(&(name.len() as u64).to_le_bytes());
+        tree.update(name.as_bytes());
+        tree.update(hash.as_bytes());
+    }
+    Ok(format!("tree:{}", tree.finalize().to_hex()))
+}
+
+/// Every entry below `dir`, by relative name: files with their hash,
+/// directories (so an empty new one counts) and symlinks by target.
+fn walk(
+    dir: &Path,
+    rel: &Path,
+    store: &Store,
+    hasher: &mut HashCache,
+    out: &mut Vec<(String, String)>,
+) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = rel.join(entry.file_name());
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        let text = name.to_string_lossy().to_string();
+        if kind.is_dir() {
+            out.push((text, "dir".to_string()));
+            walk(&path, &name, store, hasher, out)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&path)?;
+            let state = match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_file() => hasher.hash(store, &path)?.hash,
+                _ => "other".to_string(),
+            };
+            out.push((text, format!("link:{}:{state}", target.to_string_lossy())));
+        } else {
+            out.push((text, hasher.hash(store, &path)?.hash));
+        }
+    }
+    Ok(())
+}
