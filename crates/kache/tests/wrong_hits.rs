@@ -548,3 +548,69 @@ fn a_corrupted_blob_with_its_mtime_put_back_is_never_restored() {
     assert_eq!(run.outcome("a"), "miss", "{:?}", run.outcomes());
     assert_eq!(run_bin(&root, "app"), "v1");
 }
+
+/// A macro that embeds a whole folder, one `include_bytes!` per file, as
+/// rust-embed (release) and include_dir do: dep-info lists the files, not
+/// the folder.
+const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"embed\", \"app\"]\nresolver = \"2\"\n",
+    ),
+    (
+        "embed/Cargo.toml",
+        "[package]\nname = \"embed\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\nproc-macro = true\n",
+    ),
+    (
+        "embed/src/lib.rs",
+        r#"use proc_macro::TokenStream;
+
+/// `&[(name, bytes)]` for every file of `$CARGO_MANIFEST_DIR/assets`.
+#[proc_macro]
+pub fn assets(_: TokenStream) -> TokenStream {
+    let dir = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("assets");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let items: Vec<String> = files
+        .iter()
+        .map(|p| format!("({:?}, include_bytes!({:?}) as &[u8])", p.file_name().unwrap().to_string_lossy(), p))
+        .collect();
+    format!("&[{}]", items.join(", ")).parse().unwrap()
+}
+"#,
+    ),
+    (
+        "app/Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nembed = { path = \"../embed\" }\n",
+    ),
+    ("app/assets/a.txt", "alpha"),
+    (
+        "app/src/lib.rs",
+        "pub fn names() -> String {\n    let all: &[(&str, &[u8])] = embed::assets!();\n    all.iter().map(|(n, b)| format!(\"{n}={}\", b.len())).collect::<Vec<_>>().join(\",\")\n}\n",
+    ),
+    (
+        "app/src/main.rs",
+        "fn main() { println!(\"{}\", app::names()); }\n",
+    ),
+];
+
+/// A file added to an embedded folder is a miss after `cargo clean`: plain
+/// cargo embeds it, so kache must not serve the entry that lacks it.
+#[test]
+fn a_file_added_to_a_folder_a_macro_embeds_is_a_miss() {
+    let world = World::new();
+    let pair = Pair::new(&world, EMBEDDED);
+    let (p, k) = pair.cargo(&world, &["build"]);
+    ok(p);
+    k.ok();
+    assert_eq!(pair.same_output("app"), "a.txt=5");
+    pair.write("app/assets/b.txt", "beta!!");
+    for dir in [&pair.plain, &pair.kache] {
+        std::fs::remove_dir_all(dir.join("target")).unwrap();
+    }
+    let (p, k) = pair.cargo(&world, &["build"]);
+    ok(p);
+    let k = k.ok();
+    assert_eq!(k.outcome("app"), "miss", "{:?}", k.outcomes());
+    assert_eq!(pair.same_output("app"), "a.txt=5,b.txt=6");
+}

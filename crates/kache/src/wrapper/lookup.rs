@@ -30,6 +30,8 @@ pub fn find_entry(
             let path = roots.resolve(&roots.normalizer.denormalize(&input.path));
             let matches = if input.hash == ABSENT {
                 std::fs::symlink_metadata(&path).is_err()
+            } else if input.hash.starts_with(LISTING) {
+                listing(&path).is_some_and(|now| now == input.hash)
             } else {
                 matches!(hasher.hash(store, &path), Ok(hashed) if hashed.hash == input.hash)
             };
@@ -47,6 +49,38 @@ pub fn find_entry(
         }
     }
     Ok(None)
+}
+
+/// The hash prefix of a directory input: the directory's entry names, which
+/// must be the same for a hit (see [`listing`]).
+pub const LISTING: &str = "listing:";
+
+/// `listing:<blake3 of the sorted entry names, directories marked>` of a
+/// directory, or `None` when it cannot be read. Recorded for a directory
+/// whose every file the compile read (a macro embedding a folder, as
+/// `include_dir!` or rust-embed do): a file added there changes what the
+/// macro would embed, although no recorded file changed.
+pub fn listing(dir: &std::path::Path) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .map(|entry| {
+            let entry = entry.ok()?;
+            let kind = if entry.file_type().ok()?.is_dir() {
+                "d"
+            } else {
+                "f"
+            };
+            Some(format!("{kind}:{}", entry.file_name().to_string_lossy()))
+        })
+        .collect::<Option<_>>()?;
+    names.sort();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"kache-listing-v1\0");
+    for name in &names {
+        hasher.update(&(name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+    }
+    Some(format!("{LISTING}{}", hasher.finalize().to_hex()))
 }
 
 /// The hash recorded for an input that must *not* exist for an entry to
