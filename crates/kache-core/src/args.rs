@@ -794,27 +794,46 @@ impl Invocation {
         Ok(outputs)
     }
 
-    /// Which of the files a successful compile wrote into `out_dir`
-    /// (`written`: names changed since the compile started, each with
-    /// whether it is a regular file) belong to it besides `outputs`, and
-    /// may be stored with it: the `.dwo` files of `-C split-debuginfo=
-    /// unpacked` (`<stem>.<cgu>.rcgu.dwo`) and the `.dwp` of `packed` beside
-    /// a linked output. They are [`OutputKind::Copied`]: LLVM and thorin
-    /// write them in place. Any other file named after this compile's stem
+    /// Which files in `out_dir` named after this unit belong to the
+    /// compile besides `outputs` and are stored with it: the `.dwo` files
+    /// of `-C split-debuginfo=unpacked` (`<stem>.<cgu>.rcgu.dwo`) and the
+    /// `.dwp` of `packed` beside a linked output. They are
+    /// [`OutputKind::Copied`]: LLVM and thorin write them in place.
+    ///
+    /// `listed` is every file of `out_dir` named after the unit;
+    /// `rlib_members` the member names of the compile's rlib, if it wrote
+    /// one: with `unpacked` the rlib carries exactly the `.dwo` files its
+    /// objects reference, so those (and no stale ones of an earlier compile
+    /// of the same unit) are taken, and each must be there. Without an rlib
+    /// the `.dwo` files changed during the compile are taken.
+    ///
+    /// Any other file changed during the compile and named after the unit
     /// (a Windows import library or `.pdb`, a wasm side file, a `.dSYM`
-    /// directory, a long-type note) is one kache does not know, and `Err`
-    /// says which: an entry without it would restore an incomplete set.
-    /// Files named after other units are ignored.
+    /// directory, a long-type note, a kept object) is one kache does not
+    /// know, and `Err` says which: an entry without it would restore an
+    /// incomplete set. Files named after other units are ignored.
     pub fn side_outputs(
         &self,
         outputs: &[Output],
-        written: &[(String, bool)],
+        listed: &[ListedFile],
         names: &FileNames,
+        rlib_members: Option<&[String]>,
     ) -> Result<Vec<Output>, String> {
         let stem = self.stem();
+        let unpacked = self.split_debuginfo == Some(SplitDebuginfo::Unpacked);
+        let is_dwo =
+            |name: &str| name.ends_with(".rcgu.dwo") && name.starts_with(&format!("{stem}."));
+        let referenced: Option<Vec<&str>> = rlib_members.filter(|_| unpacked).map(|members| {
+            members
+                .iter()
+                .map(String::as_str)
+                .filter(|name| is_dwo(name))
+                .collect()
+        });
         let mut found = Vec::new();
-        for (name, regular) in written {
-            if outputs.iter().any(|o| &o.name == name) {
+        for file in listed {
+            let name = file.name.as_str();
+            if outputs.iter().any(|o| o.name == name) {
                 continue;
             }
             let ours = names.prefixes().chain(["", "lib"]).any(|prefix| {
@@ -825,28 +844,45 @@ impl Invocation {
             if !ours {
                 continue;
             }
-            let known = *regular
-                && match self.split_debuginfo {
-                    Some(SplitDebuginfo::Unpacked) => {
-                        name.ends_with(".rcgu.dwo") && name.starts_with(&format!("{stem}."))
+            let known = match &referenced {
+                // An earlier compile's `.dwo` is not this one's.
+                Some(referenced) if is_dwo(name) => {
+                    if !referenced.contains(&name) {
+                        continue;
                     }
-                    Some(SplitDebuginfo::Packed) => outputs.iter().any(|o| {
-                        o.kind != OutputKind::DepInfo
-                            && !o.name.ends_with(".rlib")
-                            && !o.name.ends_with(".rmeta")
-                            && name.strip_suffix(".dwp") == Some(without_extension(&o.name))
-                    }),
-                    None => false,
-                };
+                    file.regular
+                }
+                _ if !file.changed => continue,
+                _ => {
+                    file.regular
+                        && match self.split_debuginfo {
+                            Some(SplitDebuginfo::Unpacked) => is_dwo(name),
+                            Some(SplitDebuginfo::Packed) => outputs.iter().any(|o| {
+                                o.kind != OutputKind::DepInfo
+                                    && !o.name.ends_with(".rlib")
+                                    && !o.name.ends_with(".rmeta")
+                                    && name.strip_suffix(".dwp").is_some_and(|base| {
+                                        base == o.name || base == without_extension(&o.name)
+                                    })
+                            }),
+                            None => false,
+                        }
+                }
+            };
             if !known {
                 return Err(format!(
                     "rustc also wrote {name}, which kache does not know"
                 ));
             }
             found.push(Output {
-                name: name.clone(),
+                name: name.to_string(),
                 kind: OutputKind::Copied,
             });
+        }
+        for name in referenced.iter().flatten() {
+            if !found.iter().any(|o| o.name == *name) {
+                return Err(format!("the rlib names {name}, which rustc did not leave"));
+            }
         }
         found.sort_by(|a, b| a.name.cmp(&b.name));
         found.dedup();
@@ -854,8 +890,20 @@ impl Invocation {
     }
 }
 
-/// `libfoo.so` → `libfoo`, `app` → `app`: the name rustc gives a `.dwp`
-/// (`Path::with_extension`).
+/// A file in a compile's output directory, as [`Invocation::side_outputs`]
+/// sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFile {
+    pub name: String,
+    /// A regular file (not a directory or a link).
+    pub regular: bool,
+    /// Written or linked since the compile started.
+    pub changed: bool,
+}
+
+/// `libfoo.so` → `libfoo`, `app` → `app`. rustc 1.95 names the `.dwp` of
+/// `libfoo.so` `libfoo.so.dwp`; `libfoo.dwp` (`Path::with_extension`) is
+/// accepted too.
 fn without_extension(name: &str) -> &str {
     match name.rsplit_once('.') {
         Some((base, _)) if !base.is_empty() => base,
@@ -1294,20 +1342,78 @@ mod tests {
         );
     }
 
-    fn side(text: &str, names: &FileNames, written: &[&str]) -> Result<Vec<String>, String> {
+    /// Side outputs of `text` among `listed` names: a trailing `/` marks a
+    /// directory, a leading `~` a file older than the compile.
+    fn side_with(
+        text: &str,
+        names: &FileNames,
+        listed: &[&str],
+        rlib: Option<&[&str]>,
+    ) -> Result<Vec<String>, String> {
         let inv = cacheable(text);
         let outputs = inv.outputs(names).unwrap();
-        let written: Vec<(String, bool)> = written
+        let listed: Vec<ListedFile> = listed
             .iter()
-            .map(|w| match w.strip_suffix('/') {
-                Some(dir) => (dir.to_string(), false),
-                None => (w.to_string(), true),
+            .map(|w| {
+                let (old, w) = match w.strip_prefix('~') {
+                    Some(rest) => (true, rest),
+                    None => (false, *w),
+                };
+                let (name, regular) = match w.strip_suffix('/') {
+                    Some(dir) => (dir, false),
+                    None => (w, true),
+                };
+                ListedFile {
+                    name: name.to_string(),
+                    regular,
+                    changed: !old,
+                }
             })
             .collect();
-        inv.side_outputs(&outputs, &written, names).map(|found| {
-            assert!(found.iter().all(|o| o.kind == OutputKind::Copied));
-            found.into_iter().map(|o| o.name).collect()
-        })
+        let members: Option<Vec<String>> = rlib.map(|m| m.iter().map(|n| n.to_string()).collect());
+        inv.side_outputs(&outputs, &listed, names, members.as_deref())
+            .map(|found| {
+                assert!(found.iter().all(|o| o.kind == OutputKind::Copied));
+                found.into_iter().map(|o| o.name).collect()
+            })
+    }
+
+    fn side(text: &str, names: &FileNames, listed: &[&str]) -> Result<Vec<String>, String> {
+        side_with(text, names, listed, None)
+    }
+
+    #[test]
+    fn an_unpacked_rlib_takes_exactly_the_dwo_files_it_names() {
+        let unpacked = format!("{CALL} --crate-type lib -C split-debuginfo=unpacked");
+        let linux = linux();
+        let members = ["lib.rmeta", "w-7.w.a.s2.rcgu.o", "w-7.w.a.s2.rcgu.dwo"];
+        let listed = [
+            "libw-7.rlib",
+            "~w-7.w.a.s2.rcgu.dwo", // relinked from the incremental directory
+            "w-7.w.a.s1.rcgu.dwo",  // an earlier session's, written just before
+            "~w-7.w.b.s1.rcgu.dwo",
+        ];
+        assert_eq!(
+            side_with(&unpacked, &linux, &listed, Some(&members)).unwrap(),
+            ["w-7.w.a.s2.rcgu.dwo"]
+        );
+        let err = side_with(&unpacked, &linux, &listed[..1], Some(&members)).unwrap_err();
+        assert!(err.contains("w-7.w.a.s2.rcgu.dwo"), "{err}");
+        // Still refused: an unknown file written during the compile.
+        assert!(
+            side_with(
+                &unpacked,
+                &linux,
+                &["w-7.w.a.s2.rcgu.dwo", "w-7.w.a.s2.rcgu.o"],
+                Some(&members)
+            )
+            .is_err()
+        );
+        // Old unknown files are an earlier compile's business.
+        assert_eq!(
+            side(&format!("{CALL} --crate-type lib"), &linux, &["~w-7.pdb"]).unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -1344,9 +1450,10 @@ mod tests {
         );
         let cdylib = format!("{CALL} --crate-type cdylib -C split-debuginfo=packed");
         assert_eq!(
-            side(&cdylib, &linux, &["libw-7.so", "libw-7.dwp"]).unwrap(),
-            ["libw-7.dwp"]
+            side(&cdylib, &linux, &["libw-7.so", "libw-7.so.dwp"]).unwrap(),
+            ["libw-7.so.dwp"]
         );
+        assert!(side(&cdylib, &linux, &["libw-7.so.x.dwp"]).is_err());
         assert!(
             side(
                 &format!("{lib} -C split-debuginfo=packed"),

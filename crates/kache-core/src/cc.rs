@@ -399,7 +399,9 @@ fn assembler_options(arg: &str) -> Result<Vec<String>, String> {
             || option.starts_with("-o")
             || (option.starts_with("-a") && option.contains('='))
         {
-            return Err(format!("{arg} makes the assembler read or write files kache does not track"));
+            return Err(format!(
+                "{arg} makes the assembler read or write files kache does not track"
+            ));
         }
     }
     Ok(dirs)
@@ -584,7 +586,9 @@ mod tests {
         ] {
             assert!(mentions_assembler_reads(text.as_bytes()), "{text}");
         }
-        assert!(!mentions_assembler_reads(b"mov %eax, %ebx\n#include <stdio.h>\n"));
+        assert!(!mentions_assembler_reads(
+            b"mov %eax, %ebx\n#include <stdio.h>\n"
+        ));
     }
 
     #[test]

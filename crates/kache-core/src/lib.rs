@@ -4,6 +4,7 @@
 //! socket or a process; callers hand it bytes and strings and get values back.
 //! That keeps every rule here unit-testable and reusable by the planner.
 
+pub mod archive;
 pub mod args;
 pub mod buildscript;
 pub mod cc;

@@ -22,6 +22,9 @@ pub struct Config {
     pub key_salt: Option<String>,
     pub progress: Progress,
     pub cache_executables: bool,
+    /// `KACHE_VERIFY`: every hit also compiles, and compares what rustc
+    /// wrote with what the hit would have restored.
+    pub verify: bool,
     pub compression_level: i32,
     pub remote: Option<RemoteConfig>,
     pub planner: PlannerConfig,
@@ -212,6 +215,7 @@ impl Config {
             max_size,
             daemon_idle_secs,
             disabled: env_flag("KACHE_DISABLED").unwrap_or(false),
+            verify: env_flag("KACHE_VERIFY").unwrap_or(false),
             local_only: env_flag("KACHE_LOCAL_ONLY")
                 .or(file.local_only)
                 .unwrap_or(false),

@@ -24,6 +24,10 @@ pub enum Outcome {
     Miss,
     /// Not cached: rustc ran unchanged.
     Passthrough,
+    /// Under `KACHE_VERIFY`: the key hit, but rustc wrote different bytes
+    /// than the entry holds. The compiled output was kept.
+    #[serde(rename = "wrong-hit")]
+    WrongHit,
 }
 
 /// One line of the event log.
@@ -46,7 +50,12 @@ pub struct Event {
     /// rustc's time for a miss; the stored compile time a hit saved.
     #[serde(default)]
     pub compile_ms: u64,
-    /// Why a call passed through or was not stored.
+    /// Under `KACHE_VERIFY`, on a hit or wrong hit: the compile ran too and
+    /// its outputs were compared with the entry's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verified: bool,
+    /// Why a call passed through or was not stored; for a wrong hit, which
+    /// files differed and which key components were equal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The target directory the compile wrote into, when known: `kache

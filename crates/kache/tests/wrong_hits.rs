@@ -614,3 +614,76 @@ fn a_file_added_to_a_folder_a_macro_embeds_is_a_miss() {
     assert_eq!(k.outcome("app"), "miss", "{:?}", k.outcomes());
     assert_eq!(pair.same_output("app"), "a.txt=5,b.txt=6");
 }
+
+/// A macro reading a variable nobody declares: the one kind of input no
+/// rule can see (see ARCHITECTURE.md, "What a hit guarantees").
+const UNDECLARED: &[(&str, &str)] = &[
+    (
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"peek\", \"app\"]\nresolver = \"2\"\n",
+    ),
+    (
+        "peek/Cargo.toml",
+        "[package]\nname = \"peek\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[lib]\nproc-macro = true\n",
+    ),
+    (
+        "peek/src/lib.rs",
+        "use proc_macro::TokenStream;\n\n#[proc_macro]\npub fn peek(_: TokenStream) -> TokenStream {\n    format!(\"{:?}\", std::env::var(\"UNDECLARED\").unwrap_or_default()).parse().unwrap()\n}\n",
+    ),
+    (
+        "app/Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\npeek = { path = \"../peek\" }\n",
+    ),
+    (
+        "app/src/lib.rs",
+        "pub fn seen() -> &'static str { peek::peek!() }\n",
+    ),
+    (
+        "app/src/main.rs",
+        "fn main() { println!(\"{}\", app::seen()); }\n",
+    ),
+];
+
+/// `KACHE_VERIFY=1` compiles every hit too: equal outputs count as verified
+/// hits, different ones are a `wrong-hit` event naming the files, and the
+/// compiled output is what the build keeps.
+#[test]
+fn kache_verify_counts_verified_hits_and_catches_a_wrong_one() {
+    let world = World::new();
+    let root = workspace(&world, "ws", UNDECLARED);
+    world
+        .cargo_with(&root, &["build"], &[("UNDECLARED", "first")])
+        .ok();
+    std::fs::remove_dir_all(root.join("target")).unwrap();
+    let run = world
+        .cargo_with(
+            &root,
+            &["build"],
+            &[("UNDECLARED", "second"), ("KACHE_VERIFY", "1")],
+        )
+        .ok();
+    assert_eq!(run.outcome("peek"), "hit", "{:?}", run.outcomes());
+    assert_eq!(run.outcome("app"), "wrong-hit", "{:?}", run.outcomes());
+    let wrong = run
+        .events
+        .iter()
+        .find(|e| e["outcome"] == "wrong-hit")
+        .unwrap();
+    let reason = wrong["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("libapp-") && reason.contains(".rlib"),
+        "{reason}"
+    );
+    assert_eq!(run_bin(&root, "app"), "second", "the compiled output wins");
+    let report = world.kache(&["report", "--format", "json"]);
+    let summary: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(summary["wrong_hits"], 1, "{summary}");
+    assert!(summary["verified_hits"].as_u64().unwrap() >= 1, "{summary}");
+    // The entry now holds what rustc wrote: a plain hit serves "second".
+    std::fs::remove_dir_all(root.join("target")).unwrap();
+    let again = world
+        .cargo_with(&root, &["build"], &[("UNDECLARED", "second")])
+        .ok();
+    assert_eq!(again.outcome("app"), "hit");
+    assert_eq!(run_bin(&root, "app"), "second");
+}

@@ -417,6 +417,7 @@ fn outcome_label(event: &Event) -> String {
         Outcome::Miss => "miss".into(),
         Outcome::Dup => "dup".into(),
         Outcome::Passthrough => "passthrough".into(),
+        Outcome::WrongHit => "WRONG HIT".into(),
     }
 }
 

@@ -50,6 +50,11 @@ pub struct Summary {
     pub dups: u64,
     pub misses: u64,
     pub passthroughs: u64,
+    /// Hits that `KACHE_VERIFY` also compiled and found byte for byte equal.
+    pub verified_hits: u64,
+    /// Hits that `KACHE_VERIFY` found different from what rustc wrote
+    /// (`wrong-hit` events): each is a bug in kache's key.
+    pub wrong_hits: u64,
     /// hits / (hits + dups + misses), 0 when there were none.
     pub hit_rate: f64,
     /// Compile time the hits did not spend, from the stored compile times.
@@ -73,6 +78,21 @@ pub struct Summary {
     pub slowest_misses: Vec<CrateLine>,
     /// Crates with the most hits.
     pub top_hits: Vec<CrateLine>,
+    /// Every reason compiles passed through, most compiles first (ties by
+    /// reason): what is not cached and why. Its counts add up to
+    /// `passthroughs`.
+    pub passthrough_reasons: Vec<ReasonLine>,
+}
+
+/// One reason compiles were not cached.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ReasonLine {
+    /// As the passthrough event recorded it, e.g. `unstable option
+    /// -Zself-profile`.
+    pub reason: String,
+    /// Compiles that passed through for it.
+    pub count: u64,
 }
 
 /// One crate in a table.
@@ -98,10 +118,16 @@ pub fn summarize(events: &[Event], top: usize) -> Summary {
     let mut hit_times = Vec::new();
     let mut misses: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut hits: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
     for event in events {
         match event.outcome {
+            Outcome::WrongHit => {
+                summary.wrong_hits += 1;
+                summary.compile_ms += event.compile_ms;
+            }
             Outcome::Hit => {
                 summary.hits += 1;
+                summary.verified_hits += u64::from(event.verified);
                 summary.time_saved_ms += event.compile_ms;
                 summary.bytes_restored += event.bytes;
                 hit_times.push(event.elapsed_ms);
@@ -133,7 +159,12 @@ pub fn summarize(events: &[Event], top: usize) -> Summary {
                 line.0 += 1;
                 line.1 += event.compile_ms;
             }
-            Outcome::Passthrough => summary.passthroughs += 1,
+            Outcome::Passthrough => {
+                summary.passthroughs += 1;
+                *reasons
+                    .entry(event.reason.as_deref().unwrap_or(NO_REASON))
+                    .or_default() += 1;
+            }
         }
     }
     let cacheable = summary.hits + summary.dups + summary.misses;
@@ -161,7 +192,48 @@ pub fn summarize(events: &[Event], top: usize) -> Summary {
     };
     summary.slowest_misses = table(misses, false);
     summary.top_hits = table(hits, true);
+    let mut reasons: Vec<ReasonLine> = reasons
+        .into_iter()
+        .map(|(reason, count)| ReasonLine {
+            reason: reason.to_string(),
+            count,
+        })
+        .collect();
+    // Stable: equal counts stay in the map's (alphabetical) order.
+    reasons.sort_by_key(|line| std::cmp::Reverse(line.count));
+    summary.passthrough_reasons = reasons;
     summary
+}
+
+/// What a passthrough event without a reason (an old log) is counted as.
+const NO_REASON: &str = "no reason recorded";
+
+/// `  unstable option -Zfoo: 31 compiles` lines, most compiles first, at
+/// most `limit` of them and a line saying how many more reasons there are;
+/// empty when nothing passed through.
+pub fn passthrough_lines(s: &Summary, limit: usize) -> String {
+    if s.passthrough_reasons.is_empty() {
+        return String::new();
+    }
+    let mut text = String::from("passthrough by reason:\n");
+    for line in s.passthrough_reasons.iter().take(limit) {
+        text.push_str(&format!("  {}: {}\n", line.reason, compiles(line.count)));
+    }
+    let more = s.passthrough_reasons.len().saturating_sub(limit);
+    if more > 0 {
+        let rest: u64 = s.passthrough_reasons[limit..].iter().map(|l| l.count).sum();
+        text.push_str(&format!("  ({more} more reasons: {})\n", compiles(rest)));
+    }
+    text
+}
+
+/// `1 compile`, `31 compiles`.
+fn compiles(count: u64) -> String {
+    if count == 1 {
+        "1 compile".to_string()
+    } else {
+        format!("{count} compiles")
+    }
 }
 
 /// `12.3s`-style seconds.
@@ -187,7 +259,7 @@ pub fn headline(s: &Summary) -> String {
 fn headline_local(s: &Summary) -> String {
     format!(
         "hits: {}  misses: {}  dups: {}  passthrough: {}\nhit rate: {:.1}%\n\
-         time saved: {}  (compiling misses took {})\nrestored: {}  stored: {}\nmedian hit: {} ms\n",
+         time saved: {}  (compiling misses took {})\nrestored: {}  stored: {}\nmedian hit: {} ms\n{}",
         s.hits,
         s.misses,
         s.dups,
@@ -198,14 +270,27 @@ fn headline_local(s: &Summary) -> String {
         format_size(s.bytes_restored),
         format_size(s.bytes_stored),
         s.hit_median_ms,
+        if s.verified_hits + s.wrong_hits > 0 {
+            format!(
+                "verified hits (KACHE_VERIFY): {}  wrong hits: {}\n",
+                s.verified_hits, s.wrong_hits
+            )
+        } else {
+            String::new()
+        },
     )
 }
 
-fn render(summary: &Summary, format: Format) -> Result<String> {
+fn render(summary: &Summary, format: Format, top: usize) -> Result<String> {
     Ok(match format {
         Format::Json => serde_json::to_string_pretty(summary)? + "\n",
         Format::Text => {
             let mut out = headline(summary);
+            let reasons = passthrough_lines(summary, top);
+            if !reasons.is_empty() {
+                out.push('\n');
+                out.push_str(&reasons);
+            }
             out.push_str("\nslowest misses:\n");
             for line in &summary.slowest_misses {
                 out.push_str(&format!(
@@ -255,9 +340,32 @@ fn render(summary: &Summary, format: Format) -> Result<String> {
                     line.count
                 ));
             }
+            if !summary.passthrough_reasons.is_empty() {
+                out.push_str("\n### Not cached\n\n| Reason | Compiles |\n|---|---:|\n");
+                for line in summary.passthrough_reasons.iter().take(top) {
+                    out.push_str(&format!(
+                        "| {} | {} |\n",
+                        markdown_cell(&line.reason),
+                        line.count
+                    ));
+                }
+                let more = summary.passthrough_reasons.len().saturating_sub(top);
+                if more > 0 {
+                    let rest: u64 = summary.passthrough_reasons[top..]
+                        .iter()
+                        .map(|l| l.count)
+                        .sum();
+                    out.push_str(&format!("| {more} more reasons | {rest} |\n"));
+                }
+            }
             out
         }
     })
+}
+
+/// A table cell: a `|` would end the cell, a newline the row.
+fn markdown_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
 }
 
 pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
@@ -269,7 +377,7 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
         .since
         .map_or(0, |d| events::now_ms().saturating_sub(d.as_millis() as u64));
     let events = events::read(&config.cache_dir, since);
-    let text = render(&summarize(&events, args.top), args.format)?;
+    let text = render(&summarize(&events, args.top), args.format, args.top)?;
     let output = args.output.clone().or_else(|| {
         matches!(args.format, Format::Github)
             .then(|| std::env::var_os("GITHUB_STEP_SUMMARY").map(Into::into))
@@ -319,6 +427,7 @@ mod tests {
             bytes: 10,
             compile_ms,
             reason: None,
+            verified: false,
             target_dir: None,
         }
     }
@@ -355,5 +464,51 @@ mod tests {
         assert_eq!(s.slowest_misses[0].crate_name, "a");
         assert_eq!(s.top_hits[0].crate_name, "b");
         assert_eq!(s.top_hits.len(), 1);
+    }
+
+    #[test]
+    fn passthroughs_are_counted_by_reason_most_first() {
+        let reason = |why: Option<&str>| {
+            let mut e = event("x", Outcome::Passthrough, 1, 0);
+            e.reason = why.map(String::from);
+            e
+        };
+        let events = [
+            reason(Some("unstable option -Zfoo")),
+            reason(Some("source from stdin")),
+            reason(Some("unstable option -Zfoo")),
+            reason(None),
+            reason(Some("unstable option -Zfoo")),
+            reason(Some("a|b")),
+        ];
+        let s = summarize(&events, 10);
+        let lines: Vec<(&str, u64)> = s
+            .passthrough_reasons
+            .iter()
+            .map(|l| (l.reason.as_str(), l.count))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("unstable option -Zfoo", 3),
+                ("a|b", 1),
+                ("no reason recorded", 1),
+                ("source from stdin", 1)
+            ]
+        );
+        let text = passthrough_lines(&s, 2);
+        assert!(
+            text.contains("  unstable option -Zfoo: 3 compiles\n"),
+            "{text}"
+        );
+        assert!(text.contains("  a|b: 1 compile\n"), "{text}");
+        assert!(text.contains("(2 more reasons: 2 compiles)"), "{text}");
+        let markdown = render(&s, Format::Markdown, 10).unwrap();
+        assert!(
+            markdown.contains("| unstable option -Zfoo | 3 |"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("| a\\|b | 1 |"), "{markdown}");
+        assert!(passthrough_lines(&summarize(&[], 10), 10).is_empty());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use kache_core::size::format_size;
 
-use super::report::{headline, summarize};
+use super::report::{headline, passthrough_lines, summarize};
 use crate::config::Config;
 use crate::events;
 
@@ -17,6 +17,9 @@ pub struct Args {
     since: Option<Duration>,
 }
 
+/// How many passthrough reasons `stats` lists (`report --top` sets its own).
+const STATS_REASONS: usize = 10;
+
 pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     let since = args
         .since
@@ -25,6 +28,7 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     let store = super::open_store(config)?;
     let rows = store.index.rows()?;
     print!("{}", headline(&summary));
+    print!("{}", passthrough_lines(&summary, STATS_REASONS));
     println!(
         "store: {} entries, {} on disk (limit {}) in {}",
         rows.len(),

@@ -472,11 +472,8 @@ impl<'a> CcSession<'a> {
             if !self.assembler_lists_reads {
                 let text = std::fs::read(path).with_context(|| format!("reading {dep}"))?;
                 if cc::mentions_assembler_reads(&text) {
-                    return Err(Uncacheable(format!(
-                        "{dep} mentions .incbin or .include, and this assembler cannot list the \
-                         files it reads"
-                    ))
-                    .into());
+                    debug!(unit = %self.crate_name, "{dep} mentions .incbin or .include");
+                    return Err(Uncacheable(ASSEMBLER_READS.to_string()).into());
                 }
             }
             let hashed = self.hasher.hash(&self.store, path)?;
@@ -495,11 +492,8 @@ impl<'a> CcSession<'a> {
                 .iter()
                 .find(|a| cc::mentions_assembler_reads(a.as_bytes()))
         {
-            return Err(Uncacheable(format!(
-                "{arg} mentions .incbin or .include, and this assembler cannot list the files it \
-                 reads"
-            ))
-            .into());
+            debug!(unit = %self.crate_name, "{arg} mentions .incbin or .include");
+            return Err(Uncacheable(ASSEMBLER_READS.to_string()).into());
         }
         if let Some(gas_dep_path) = gas_dep_path {
             let known: std::collections::BTreeSet<PathBuf> =
@@ -687,6 +681,7 @@ impl<'a> CcSession<'a> {
         reason: Option<String>,
     ) {
         let unit = Unit {
+            verified: false,
             crate_name: &self.crate_name,
             display: &self.display,
             terminal_only: true,
@@ -705,6 +700,12 @@ impl<'a> CcSession<'a> {
         );
     }
 }
+
+/// Why a compile whose inputs mention `.incbin` or `.include` is not cached
+/// when its assembler is not GNU as (clang's integrated assembler lists
+/// neither in its dep file and has no `--MD`).
+const ASSEMBLER_READS: &str =
+    "the assembler may read files (.incbin, .include) and cannot list them (not GNU as)";
 
 /// A compile that ran but must not be cached (as opposed to one that could
 /// not be stored): it is recorded as a passthrough with this reason.

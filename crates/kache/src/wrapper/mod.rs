@@ -110,21 +110,31 @@ pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
             args,
         )
     };
+    let started = Instant::now();
     let Some(text_args) = args
         .iter()
         .map(|a| a.to_str().map(String::from))
         .collect::<Option<Vec<_>>>()
     else {
+        let lossy: Vec<String> = args.iter().map(|a| a.to_string_lossy().into()).collect();
+        if let Some(crate_name) = outcome::compiled_crate(&lossy) {
+            record_passthrough_of(&config, crate_name, started, "an argument is not UTF-8");
+        }
         return tool.passthrough(&args);
     };
     let invocation = match args::parse(&text_args) {
         Parsed::Cacheable(invocation) => invocation,
         Parsed::Passthrough(reason) => {
             trace!(%reason, "not a cacheable compile");
+            // A real compile kache does not cache is an event with its
+            // reason; probes and `--print` calls stay silent.
+            if let Some(crate_name) = outcome::compiled_crate(&text_args) {
+                let reason = outcome::passthrough_reason(&reason, &text_args);
+                record_passthrough_of(&config, crate_name, started, &reason);
+            }
             return tool.passthrough(&args);
         }
     };
-    let started = Instant::now();
     let plain: Vec<OsString> = invocation.args.iter().map(OsString::from).collect();
     if invocation.is_user_executable() && !config.cache_executables {
         record_passthrough(
@@ -184,6 +194,11 @@ struct Session<'a> {
     link: Option<Link>,
     /// Where a hit came from: `local`, `remote` or `prefetch`.
     hit_source: String,
+    /// Under `KACHE_VERIFY`: the entry a hit found, to compare with what
+    /// the compile writes instead of restoring it.
+    verifying: Option<EntryMeta>,
+    /// The outcome being recorded is a verified hit.
+    verified: bool,
 }
 
 impl<'a> Session<'a> {
@@ -231,6 +246,8 @@ impl<'a> Session<'a> {
             started,
             link: Link::for_config(config),
             hit_source: "local".to_string(),
+            verifying: None,
+            verified: false,
         })
     }
 
@@ -401,6 +418,14 @@ impl<'a> Session<'a> {
     /// Restores `meta` and replays its output; false (after dropping the
     /// entry) if any blob is missing or the restore fails.
     fn try_restore(&mut self, meta: &EntryMeta) -> bool {
+        if self.config.verify {
+            // Compile instead, and compare (see `compile_and_store`); an
+            // entry whose blobs are damaged is an ordinary miss.
+            if lookup::verify_blobs(&self.store, meta).is_ok() {
+                self.verifying = Some(meta.clone());
+            }
+            return false;
+        }
         match self.restore(meta) {
             Ok(bytes) => {
                 self.hit_source = lookup::record_hit(
@@ -512,8 +537,12 @@ impl<'a> Session<'a> {
         }
         if compiled.code != 0 {
             let reason = format!("rustc exited with {}", compiled.code);
+            let outcome = match self.verifying.take() {
+                Some(_) => Outcome::WrongHit,
+                None => Outcome::Miss,
+            };
             self.finish(
-                Outcome::Miss,
+                outcome,
                 None,
                 0,
                 compiled.elapsed.as_millis() as u64,
@@ -530,13 +559,16 @@ impl<'a> Session<'a> {
                     link.upload(&self.store, &meta.cache_key);
                 }
                 let compile_ms = compiled.elapsed.as_millis() as u64;
-                self.finish(
-                    outcome,
-                    Some(&meta.cache_key),
-                    meta.size(),
-                    compile_ms,
-                    None,
-                );
+                match self.verifying.take() {
+                    Some(expected) => self.finish_verified(builder, &expected, &meta, compile_ms),
+                    None => self.finish(
+                        outcome,
+                        Some(&meta.cache_key),
+                        meta.size(),
+                        compile_ms,
+                        None,
+                    ),
+                }
             }
             Err(err) => {
                 debug!(crate_name = %self.invocation.crate_name, "not stored: {err:#}");
@@ -602,6 +634,16 @@ impl<'a> Session<'a> {
                 path: normalizer.normalize(file),
                 hash: hashed.hash,
             });
+        }
+        // A directory whose every file was read (a macro embedding a
+        // folder) is keyed by its listing too: a new file is a miss.
+        for dir in embedded_dirs(&info.files, &self.roots) {
+            if let Some(hash) = lookup::listing(&dir) {
+                inputs.push(Input {
+                    path: normalizer.normalize(&dir.to_string_lossy()),
+                    hash,
+                });
+            }
         }
         // A linked output is keyed by everything the link read: the whole
         // dependency closure, native libraries, linker scripts.
@@ -723,6 +765,74 @@ impl<'a> Session<'a> {
         ))
     }
 
+    /// Under `KACHE_VERIFY`: records the hit the compile just checked, as a
+    /// verified hit when rustc wrote exactly the entry's bytes, else as a
+    /// `wrong-hit` naming the files that differ and the key components
+    /// that were equal. The compiled output stays in `target/` and in the
+    /// store (it replaced the entry, or the old entry is dropped).
+    fn finish_verified(
+        &mut self,
+        builder: &KeyBuilder,
+        expected: &EntryMeta,
+        compiled: &EntryMeta,
+        compile_ms: u64,
+    ) {
+        let mut differing = differing_files(expected, compiled);
+        // An incremental compile names its objects after its session: the
+        // same code in differently named members is the same rlib.
+        if self.invocation.incremental.is_some() {
+            differing.retain(|name| !self.same_archive(expected, compiled, name));
+        }
+        if differing.is_empty() && expected.cache_key == compiled.cache_key {
+            self.verified = true;
+            self.finish(
+                Outcome::Hit,
+                Some(&expected.cache_key),
+                expected.size(),
+                expected.compile_time_ms,
+                None,
+            );
+            return;
+        }
+        if expected.cache_key != compiled.cache_key {
+            lookup::forget(&mut self.store, &expected.cache_key);
+        }
+        let equal: Vec<&str> = builder.components().iter().map(|c| c.name).collect();
+        let reason = format!(
+            "outputs differ: {}; equal: every key component ({}) and {}",
+            if differing.is_empty() {
+                "none (the compile read other inputs)".to_string()
+            } else {
+                differing.join(", ")
+            },
+            equal.join(", "),
+            if expected.cache_key == compiled.cache_key {
+                "every recorded input"
+            } else {
+                "the recorded inputs then (rustc read others now)"
+            }
+        );
+        warn!(crate_name = %self.invocation.crate_name, "KACHE_VERIFY: wrong hit: {reason}");
+        self.finish(
+            Outcome::WrongHit,
+            Some(&expected.cache_key),
+            compiled.size(),
+            compile_ms,
+            Some(reason),
+        );
+    }
+
+    /// Whether file `name` of both entries is an rlib with the same member
+    /// contents (see `kache_core::archive`).
+    fn same_archive(&self, expected: &EntryMeta, compiled: &EntryMeta, name: &str) -> bool {
+        let blob = |meta: &EntryMeta| {
+            let file = meta.files.iter().find(|f| f.name == name)?;
+            self.store.read_blob(&file.hash).ok()
+        };
+        name.ends_with(".rlib")
+            && matches!((blob(expected), blob(compiled)), (Some(a), Some(b)) if kache_core::archive::same_members(&a, &b))
+    }
+
     /// Records the event and prints the progress line.
     fn finish(
         &self,
@@ -739,6 +849,7 @@ impl<'a> Session<'a> {
             terminal_only: false,
             target_dir: self.roots.target_dir.as_deref(),
             hit_source: &self.hit_source,
+            verified: self.verified,
         };
         report(
             self.config,
@@ -751,6 +862,49 @@ impl<'a> Session<'a> {
             reason,
         );
     }
+}
+
+/// The names of files whose bytes differ between two entries of one unit
+/// (or that only one of them has).
+fn differing_files(expected: &EntryMeta, compiled: &EntryMeta) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for file in &expected.files {
+        let same = compiled
+            .files
+            .iter()
+            .any(|f| f.name == file.name && f.hash == file.hash);
+        if !same {
+            names.push(file.name.clone());
+        }
+    }
+    for file in &compiled.files {
+        if !expected.files.iter().any(|f| f.name == file.name) {
+            names.push(file.name.clone());
+        }
+    }
+    names
+}
+
+/// Directories holding non-Rust inputs of which every regular file is an
+/// input: what a macro that embeds a whole folder reads. A directory with
+/// one `include_str!`ed file among others is not one.
+fn embedded_dirs(files: &[String], roots: &Roots) -> Vec<PathBuf> {
+    let read: std::collections::BTreeSet<PathBuf> = files.iter().map(|f| roots.resolve(f)).collect();
+    let mut dirs: Vec<PathBuf> = read
+        .iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "rs"))
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs.retain(|dir| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().all(|entry| {
+                entry.file_type().is_ok_and(|t| !t.is_file()) || read.contains(&entry.path())
+            })
+        })
+    });
+    dirs
 }
 
 /// Whether rustc's failure was its refusal of an option kache added (an
