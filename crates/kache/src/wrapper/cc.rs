@@ -402,6 +402,12 @@ impl<'a> CcSession<'a> {
                 return exec(self.program, &args);
             }
         };
+        // Only rustc's option refusals are held back; a C compiler's words
+        // all reach its caller.
+        if !compiled.held.is_empty() {
+            use std::io::Write as _;
+            let _ = std::io::stderr().write_all(&compiled.held);
+        }
         let compile_ms = compiled.elapsed.as_millis() as u64;
         let dep_path = own_dep_file.clone().or_else(|| self.dep_file.clone());
         let stored = if compiled.code != 0 {

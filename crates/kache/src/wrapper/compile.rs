@@ -55,7 +55,20 @@ pub struct Compiled {
     pub code: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Lines in which rustc refused an option, held back from cargo (see
+    /// [`refuses_an_option`]): the caller reruns without kache's flags, or
+    /// forwards them.
+    pub held: Vec<u8>,
     pub elapsed: Duration,
+}
+
+/// Whether a stderr line is rustc refusing a command-line option (it comes
+/// before any compile output). Such a line is not shown to cargo at once:
+/// when the option was one kache added, the compile is rerun as cargo asked
+/// and the line would only confuse.
+pub fn refuses_an_option(line: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(line);
+    text.contains("Unrecognized option") || text.contains("unknown print request")
 }
 
 /// Runs rustc with inherited stdio and returns its exit code. This is the
@@ -100,6 +113,7 @@ pub fn run_teed(rustc: &Path, args: &[String], display: &[(String, String)]) -> 
         buffer
     });
     let mut stderr = Vec::new();
+    let mut held = Vec::new();
     let mut reader = BufReader::new(child.stderr.take().expect("stderr is piped"));
     let mut err_out = std::io::stderr();
     let mut line = Vec::new();
@@ -109,6 +123,10 @@ pub fn run_teed(rustc: &Path, args: &[String], display: &[(String, String)]) -> 
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let line = unmap(&line, display);
+                if refuses_an_option(&line) {
+                    held.extend_from_slice(&line);
+                    continue;
+                }
                 let _ = err_out.write_all(&line);
                 let _ = err_out.flush();
                 stderr.extend_from_slice(&line);
@@ -122,6 +140,7 @@ pub fn run_teed(rustc: &Path, args: &[String], display: &[(String, String)]) -> 
         code,
         stdout,
         stderr,
+        held,
         elapsed: started.elapsed(),
     })
 }

@@ -523,7 +523,7 @@ impl<'a> Session<'a> {
                 return self.compiler.passthrough(plain);
             }
         };
-        if compiled.code != 0 && rejected_our_flags(&compiled.stderr) {
+        if compiled.code != 0 && rejected_our_flags(&compiled.held) {
             // rustc refused a flag kache added: compile exactly as cargo
             // asked, and say why nothing was stored.
             warn!(crate_name = %inv.crate_name, "rustc rejected a flag kache added; compiling as asked");
@@ -534,6 +534,10 @@ impl<'a> Session<'a> {
                 "rustc rejected a flag kache added",
             );
             return self.compiler.passthrough(plain);
+        }
+        if !compiled.held.is_empty() {
+            // Not about a flag of ours: cargo sees rustc's words as they are.
+            let _ = std::io::stderr().write_all(&compiled.held);
         }
         if compiled.code != 0 {
             let reason = format!("rustc exited with {}", compiled.code);
