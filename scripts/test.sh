@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
+# ... and clang, whose assembler cannot list the files `.incbin` reads.
+command -v clang >/dev/null 2>&1 || compgen -c clang- | grep -qE '^clang-[0-9]+$' || missing+=(clang)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 # The report's JSON Schema is checked by an independent validator.
 python3 -c 'import jsonschema' >/dev/null 2>&1 || missing+=(python3-jsonschema)
@@ -35,6 +37,14 @@ echo "==> API checker for the planner's OpenAPI document"
 KACHE_SCHEMATHESIS_BIN=$(bash scripts/install-schemathesis.sh)
 export KACHE_SCHEMATHESIS_BIN
 echo "schemathesis: $KACHE_SCHEMATHESIS_BIN"
+
+# The toolchain tests build with an old stable, the newest stable and a dated
+# nightly, installed once with rustup into the same cache (in its own
+# RUSTUP_HOME); the target tests' cross targets go to the machine's toolchain.
+echo "==> extra Rust toolchains and targets"
+toolchains=$(bash scripts/install-toolchains.sh)
+while IFS= read -r line; do export "${line?}"; done <<<"$toolchains"
+echo "$toolchains"
 
 echo "==> fmt and clippy"
 cargo fmt --all -- --check

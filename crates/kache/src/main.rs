@@ -40,6 +40,13 @@ fn main() -> ExitCode {
     // The daemon logs to its own file (see `kache daemon run`).
     let daemon_run = rest.len() >= 2 && rest[0] == "daemon" && rest[1] == "run";
     if !daemon_run {
+        // `kache stats | head` ends quietly when the reader goes away, as
+        // any command-line tool does, instead of panicking on EPIPE.
+        // SAFETY: restoring the default disposition of SIGPIPE has no
+        // preconditions; no other thread runs yet.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
         logging::init_for_cli();
     }
     match cli::run() {
