@@ -284,3 +284,185 @@ fn real_c_crates_from_crates_io_build_and_hit_through_kache() {
     );
     assert_eq!(run_program(&project, "csys"), expected);
 }
+
+const INCBIN_UNITS: &[&str] = &["cincbin:blobs.c", "cincbin:blobs.S"];
+
+/// What the `cincbin` program prints with every blob at `version`.
+fn incbin_output(version: &str) -> String {
+    format!(
+        "plain=plain-{version} split=split-{version} part=part macro=macro-{version} \
+         asm=asm-{version} included=included-{version}"
+    )
+}
+
+/// Overwrites a blob with new bytes of the same size.
+fn rewrite_blob(project: &Path, name: &str, from: &str, to: &str) {
+    assert_eq!(from.len(), to.len());
+    edit(project, &format!("blobs/{name}"), from, to);
+}
+
+#[test]
+fn a_changed_incbin_blob_rebuilds_the_object_that_embeds_it() {
+    // The assembler reads these blobs itself, through `.incbin` in C inline
+    // assembly (one literal, split literals, after `;` with offset and
+    // length, a name built by incbin.h-style macros) and in a `.S` (after a
+    // label, and inside a file it `.include`s): no dep file names them.
+    let world = World::new();
+    let project = world.project_from("cincbin", "p");
+    world.cargo(&project, &["build"]).ok();
+    assert_eq!(run_program(&project, "cincbin"), incbin_output("1"));
+
+    // One blob at a time, same size: each edit is a miss of the object that
+    // embeds it, and the program prints the new bytes, as plain cargo would.
+    let steps: &[(&str, &str, &str, &str, &str)] = &[
+        (
+            "plain.bin",
+            "plain-1",
+            "plain-2",
+            "cincbin:blobs.c",
+            "plain=plain-2",
+        ),
+        (
+            "split.bin",
+            "split-1",
+            "split-2",
+            "cincbin:blobs.c",
+            "split=split-2",
+        ),
+        (
+            "part.bin",
+            "xxpart-1yy",
+            "xxPART-1yy",
+            "cincbin:blobs.c",
+            "part=PART",
+        ),
+        (
+            "macro.bin",
+            "macro-1",
+            "macro-2",
+            "cincbin:blobs.c",
+            "macro=macro-2",
+        ),
+        ("asm.bin", "asm-1", "asm-2", "cincbin:blobs.S", "asm=asm-2"),
+        (
+            "included.bin",
+            "included-1",
+            "included-2",
+            "cincbin:blobs.S",
+            "included=included-2",
+        ),
+    ];
+    for (blob, from, to, unit, shows) in steps {
+        rewrite_blob(&project, blob, from, to);
+        let run = world.cargo(&project, &["build"]).ok();
+        let printed = run_program(&project, "cincbin");
+        assert!(printed.contains(shows), "{blob}: {printed}");
+        assert_eq!(run.c_units()[*unit], "miss", "{blob}: {:?}", run.c_units());
+    }
+
+    // Back to the first blobs: both objects hit their first entries.
+    for (blob, from, to, _, _) in steps {
+        rewrite_blob(&project, blob, to, from);
+    }
+    let reverted = world.cargo(&project, &["build"]).ok();
+    for unit in INCBIN_UNITS {
+        assert_eq!(reverted.c_units()[*unit], "hit", "{:?}", reverted.c_units());
+    }
+    assert_eq!(run_program(&project, "cincbin"), incbin_output("1"));
+
+    // The blobs are keyed by where they are in the checkout: a second
+    // checkout hits.
+    let second = world.project_from("cincbin", "second-checkout");
+    let run = world.cargo(&second, &["build"]).ok();
+    for unit in INCBIN_UNITS {
+        assert_eq!(run.c_units()[*unit], "hit", "{:?}", run.c_units());
+    }
+    assert_eq!(run_program(&second, "cincbin"), incbin_output("1"));
+}
+
+#[test]
+fn a_blob_that_appears_earlier_in_the_assemblers_search_is_a_miss() {
+    // `.incbin "plain.bin"` is found under `-I blobs`; gas looks in the
+    // build script's directory (the package root) first.
+    let world = World::new();
+    let project = world.project_from("cincbin", "p");
+    world.cargo(&project, &["build"]).ok();
+    assert_eq!(run_program(&project, "cincbin"), incbin_output("1"));
+    std::fs::write(project.join("plain.bin"), "PLAIN-9").unwrap();
+    // Nothing cargo watches changed and the C source stays as it was: an
+    // edit of the build script makes it run again.
+    edit(
+        &project,
+        "build.rs",
+        "no dep file lists",
+        "no dep file names",
+    );
+    let run = world.cargo(&project, &["build"]).ok();
+    let printed = run_program(&project, "cincbin");
+    assert!(printed.contains("plain=PLAIN-9"), "{printed}");
+    assert_eq!(
+        run.c_units()["cincbin:blobs.c"],
+        "miss",
+        "{:?}",
+        run.c_units()
+    );
+}
+
+/// A clang on `PATH`: `clang`, else the newest `clang-<major>`
+/// (scripts/test.sh installs one).
+fn clang() -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut versioned = Vec::new();
+    for dir in std::env::split_paths(&path) {
+        if dir.join("clang").is_file() {
+            return "clang".to_string();
+        }
+        for item in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = item.file_name().to_string_lossy().to_string();
+            if let Some(major) = name.strip_prefix("clang-")
+                && let Ok(major) = major.parse::<u32>()
+            {
+                versioned.push((major, name));
+            }
+        }
+    }
+    versioned.sort();
+    let (_, name) = versioned
+        .pop()
+        .expect("clang on PATH (scripts/test.sh installs it)");
+    name
+}
+
+#[test]
+fn with_clang_an_incbin_compile_passes_through_with_its_reason() {
+    // clang's integrated assembler lists no `.incbin` file in its dep file
+    // and has no `--MD`: what it reads cannot be keyed, so a compile whose
+    // inputs mention `.incbin` runs every time.
+    let world = World::new();
+    let project = world.project_from("cincbin", "p");
+    let clang = clang();
+    let env = [("CC", clang.as_str())];
+    let cold = world.cargo_with(&project, &["build"], &env).ok();
+    assert_eq!(run_program(&project, "cincbin"), incbin_output("1"));
+    rewrite_blob(&project, "plain.bin", "plain-1", "plain-2");
+    rewrite_blob(&project, "asm.bin", "asm-1", "asm-2");
+    let warm = world.cargo_with(&project, &["build"], &env).ok();
+    let printed = run_program(&project, "cincbin");
+    assert!(
+        printed.contains("plain=plain-2") && printed.contains("asm=asm-2"),
+        "{printed}"
+    );
+    for run in [&cold, &warm] {
+        for unit in INCBIN_UNITS {
+            let events: Vec<_> = run
+                .events
+                .iter()
+                .filter(|e| e["crate_name"] == *unit)
+                .collect();
+            assert_eq!(events.len(), 1, "{unit}: {events:?}");
+            assert_eq!(events[0]["outcome"], "passthrough", "{unit}: {events:?}");
+            let reason = events[0]["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains(".incbin"), "{unit}: {reason}");
+        }
+    }
+}

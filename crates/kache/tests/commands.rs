@@ -349,3 +349,63 @@ fn init_configures_cargo_idempotently() {
         .output()
         .unwrap();
 }
+
+#[test]
+fn passthroughs_are_counted_by_reason_in_stats_and_report() {
+    let world = World::new();
+    let project = world.project("p");
+    // `-C save-temps` leaves files kache does not know: every compile of
+    // the build (build scripts, the proc-macro, libraries, bins) passes
+    // through. cargo's own probes (`-vV`, `--print`) go through kache too
+    // and must not be counted.
+    let saved = world
+        .cargo_with(&project, &["build", "-v"], &[("RUSTFLAGS", "-Csave-temps")])
+        .ok();
+    let compiles = saved
+        .stderr()
+        .lines()
+        .filter(|l| l.trim_start().starts_with("Running `") && l.contains("--crate-name"))
+        .count();
+    assert!(compiles >= 5, "{}", saved.stderr());
+    assert_eq!(saved.events.len(), compiles, "{:?}", saved.events);
+    assert_eq!(run_app(&project), EXPECTED_LINE);
+    // One more reason, one compile: an emit kind kache does not store.
+    // (World::cargo appends `--offline`, which would land after `--`.)
+    let asm = world
+        .command("cargo", &project)
+        .args(["rustc", "-p", "fx-core", "--offline", "--"])
+        .arg("--emit=asm,link,dep-info")
+        .output()
+        .unwrap();
+    assert!(asm.status.success(), "{}", text(&asm));
+
+    let save_temps = "codegen option -C save-temps writes side outputs";
+    let stats = text(&world.kache(&["stats"]));
+    let expected = format!(
+        "passthrough by reason:\n  {save_temps}: {compiles} compiles\n  \
+         unsupported emit kind asm: 1 compile\n"
+    );
+    assert!(stats.contains(&expected), "{stats}");
+    assert!(
+        stats.contains(&format!("passthrough: {}", compiles + 1)),
+        "nothing else passed through: {stats}"
+    );
+
+    let json = world.kache(&["report", "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json report");
+    assert_eq!(
+        report["passthrough_reasons"],
+        serde_json::json!([
+            {"reason": save_temps, "count": compiles},
+            {"reason": "unsupported emit kind asm", "count": 1},
+        ])
+    );
+    assert_matches_published_schema(&json.stdout);
+    let markdown = text(&world.kache(&["report", "--format", "markdown"]));
+    assert!(
+        markdown.contains(&format!("| {save_temps} | {compiles} |")),
+        "{markdown}"
+    );
+    let report_text = text(&world.kache(&["report"]));
+    assert!(report_text.contains(&expected), "{report_text}");
+}

@@ -384,15 +384,25 @@ impl<'a> CcSession<'a> {
                 Some(path)
             }
         };
-        let gas_dep_file = self.assembler_lists_reads.then(|| {
-            let path = PathBuf::from(format!(
-                "{}.kache-{}.as.d",
-                self.output.display(),
-                std::process::id()
-            ));
+        // `-Wa,` splits its value at commas: the list goes beside the object,
+        // else into the temp dir, and without a comma-free path the text
+        // rule decides.
+        let name = format!(
+            "{}.kache-{}.as.d",
+            file_name(&self.output),
+            std::process::id()
+        );
+        let gas_dep_file = [
+            self.output.with_file_name(&name),
+            std::env::temp_dir().join(&name),
+        ]
+        .into_iter()
+        .find(|path| path.to_str().is_some_and(|p| !p.contains(',')))
+        .filter(|_| self.assembler_lists_reads);
+        self.assembler_lists_reads = gas_dep_file.is_some();
+        if let Some(path) = &gas_dep_file {
             full.push(cc::assembler_dependency_flag(&path.to_string_lossy()));
-            path
-        });
+        }
         let compile_start = SystemTime::now();
         let compiled = match compile::run_teed(Path::new(self.program), &full, &[]) {
             Ok(compiled) => compiled,

@@ -111,8 +111,25 @@ impl Roots {
             .filter(|(from, to)| to.starts_with('/') && !from.contains(['"', '\\']))
             .map(|(from, to)| (to.clone(), from.clone()))
             .collect();
-        pairs.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         pairs
+    }
+
+    /// Keeps the target directory's real path in what rustc writes (it
+    /// stays normalised in the key), by remapping it to itself so neither
+    /// `/kache/target` nor the workspace's `.` applies. For `-C
+    /// split-debuginfo=unpacked`: objects name their `.dwo` files by path,
+    /// and a debugger must find them. The output then holds the target
+    /// directory, so its entry is keyed by it (`linked::baked_roots`).
+    pub fn keep_target_dir_in_outputs(&mut self) {
+        if let Some(target) = &self.target_dir {
+            let real = target.to_string_lossy().trim_end_matches('/').to_string();
+            for (from, to) in &mut self.remaps {
+                if *from == real {
+                    to.clone_from(from);
+                }
+            }
+        }
     }
 
     /// `(real prefix, remapped name)` pairs, shortest prefix first: the

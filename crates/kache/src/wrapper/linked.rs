@@ -139,7 +139,11 @@ mod tests {
         let roots = Roots::discover(&ws, &ws.join("out"), None);
         let clean = dir.path().join("clean.rlib");
         std::fs::write(&clean, b"no paths at all").unwrap();
-        assert!(baked_roots(&[clean.clone()], &roots).unwrap().is_empty());
+        assert!(
+            baked_roots(std::slice::from_ref(&clean), &roots)
+                .unwrap()
+                .is_empty()
+        );
         let baked = dir.path().join("baked.rlib");
         std::fs::write(&baked, format!("\0{}/assets\0", ws.display())).unwrap();
         let found = baked_roots(&[clean, baked], &roots).unwrap();

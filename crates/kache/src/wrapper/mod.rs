@@ -210,11 +210,15 @@ impl<'a> Session<'a> {
     ) -> Result<Self> {
         let store = Store::open(&config.cache_dir)?;
         let cwd = std::env::current_dir().context("reading the current directory")?;
-        let roots = Roots::discover(
+        let mut roots = Roots::discover(
             &cwd,
             Path::new(&invocation.out_dir),
             invocation.target.as_deref(),
         );
+        if invocation.split_debuginfo == Some(args::SplitDebuginfo::Unpacked) {
+            // Skeleton units name their `.dwo` files by path: keep it real.
+            roots.keep_target_dir_in_outputs();
+        }
         let mut hasher = HashCache::default();
         // Output names come from rustc's own table for the target; a custom
         // target specification is asked about by content.
@@ -893,7 +897,8 @@ fn differing_files(expected: &EntryMeta, compiled: &EntryMeta) -> Vec<String> {
 /// input: what a macro that embeds a whole folder reads. A directory with
 /// one `include_str!`ed file among others is not one.
 fn embedded_dirs(files: &[String], roots: &Roots) -> Vec<PathBuf> {
-    let read: std::collections::BTreeSet<PathBuf> = files.iter().map(|f| roots.resolve(f)).collect();
+    let read: std::collections::BTreeSet<PathBuf> =
+        files.iter().map(|f| roots.resolve(f)).collect();
     let mut dirs: Vec<PathBuf> = read
         .iter()
         .filter(|p| p.extension().is_none_or(|e| e != "rs"))
