@@ -371,6 +371,19 @@ impl<'a> Session<'a> {
         if let Some(target) = inv.target.as_deref().filter(|t| t.ends_with(".json")) {
             let spec = self.hasher.hash(&self.store, &self.roots.resolve(target))?;
             builder.add("target_spec", spec.hash);
+        } else if let (Some(target), Some(paths)) =
+            (inv.target.as_deref(), std::env::var_os("RUST_TARGET_PATH"))
+        {
+            // A target named by its spec's file name is looked up in
+            // RUST_TARGET_PATH: key the spec that would be found.
+            for dir in std::env::split_paths(&paths) {
+                let spec = dir.join(format!("{target}.json"));
+                if spec.is_file() {
+                    let hashed = self.hasher.hash(&self.store, &spec)?;
+                    builder.add("target_spec", hashed.hash);
+                    break;
+                }
+            }
         }
         for lib in &inv.native_libs {
             let found = inv
