@@ -199,6 +199,8 @@ struct Session<'a> {
     verifying: Option<EntryMeta>,
     /// The outcome being recorded is a verified hit.
     verified: bool,
+    /// Why a unit that could hit was compiled anyway (recorded with the miss).
+    miss_reason: Option<String>,
 }
 
 impl<'a> Session<'a> {
@@ -252,6 +254,7 @@ impl<'a> Session<'a> {
             hit_source: "local".to_string(),
             verifying: None,
             verified: false,
+            miss_reason: None,
         })
     }
 
@@ -285,6 +288,13 @@ impl<'a> Session<'a> {
                 },
             );
         }
+        if let Some(reason) = self.needs_incremental_state(&pre_key) {
+            // Compile this one: rustc gets its incremental state back, so
+            // the next edit of a crate under work is incremental again.
+            debug!(crate_name, "{reason}");
+            self.miss_reason = Some(reason);
+            return self.compile_and_store(&builder, &pre_key, plain);
+        }
         if let Some(meta) = hit
             && self.try_restore(&meta)
         {
@@ -312,6 +322,48 @@ impl<'a> Session<'a> {
             return 0;
         }
         self.compile_and_store(&builder, &pre_key, plain)
+    }
+
+    /// Whether this unit should compile although it may hit, and why: an
+    /// incremental unit of a crate under work (at least
+    /// [`HOT_ENTRIES`] versions of it stored in the last
+    /// [`HOT_WINDOW_SECS`]) whose incremental directory holds no session
+    /// for it, as after `cargo clean`. A hit would leave rustc without
+    /// state, so the next edit would compile the whole crate where plain
+    /// cargo's is incremental; compiling now costs that once, at the time
+    /// plain cargo pays it too. Never in CI (`CI` set), where nobody edits
+    /// and every hit counts.
+    fn needs_incremental_state(&self, pre_key: &str) -> Option<String> {
+        let dir = self.invocation.incremental.as_deref()?;
+        if std::env::var_os("CI").is_some() {
+            return None;
+        }
+        let dir = self.roots.resolve(dir);
+        let prefix = format!("{}-", self.invocation.crate_name);
+        let has_session = std::fs::read_dir(&dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        });
+        if has_session {
+            return None;
+        }
+        let since = store::now().saturating_sub(HOT_WINDOW_SECS);
+        let recent = self
+            .store
+            .index
+            .candidates(pre_key)
+            .ok()?
+            .iter()
+            .filter(|m| m.created >= since)
+            .count();
+        (recent >= HOT_ENTRIES).then(|| {
+            format!(
+                "compiled for rustc's incremental state: {recent} versions in the last {}h and no session in {}",
+                HOT_WINDOW_SECS / 3600,
+                dir.display()
+            )
+        })
     }
 
     /// Builds the pre-key from everything known before compiling.
@@ -587,7 +639,7 @@ impl<'a> Session<'a> {
                         Some(&meta.cache_key),
                         meta.size(),
                         compile_ms,
-                        None,
+                        self.miss_reason.clone(),
                     ),
                 }
             }
@@ -928,6 +980,11 @@ fn embedded_dirs(files: &[String], roots: &Roots) -> Vec<PathBuf> {
     });
     dirs
 }
+
+/// How many stored versions of a unit make its crate one under work.
+const HOT_ENTRIES: usize = 3;
+/// Within how long those versions were stored.
+const HOT_WINDOW_SECS: u64 = 12 * 3600;
 
 /// Whether rustc's failure was its refusal of an option kache added (an
 /// older or newer toolchain than the probe saw), not the user's code.
