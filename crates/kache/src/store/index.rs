@@ -12,7 +12,8 @@ use kache_core::meta::EntryMeta;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// 3: the stat cache (`file_stats`) also matches the inode change time.
-const SCHEMA_VERSION: i64 = 3;
+/// 4: `incremental_dirs`, which session directory a unit's rustc uses.
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
@@ -43,6 +44,10 @@ CREATE TABLE IF NOT EXISTS file_stats (
     ctime_ns INTEGER NOT NULL,
     ino INTEGER NOT NULL,
     hash TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS incremental_dirs (
+    pre_key TEXT PRIMARY KEY,
+    dir TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS toolchains (
     path TEXT PRIMARY KEY,
@@ -480,6 +485,29 @@ impl Index {
         self.conn.execute(
             "INSERT OR REPLACE INTO toolchains (path, size, mtime_ns, banner) VALUES (?1, ?2, ?3, ?4)",
             params![path, stat.size as i64, stat.mtime_ns, banner],
+        )?;
+        Ok(())
+    }
+
+    /// The name of the directory (`<crate>-<id>`, inside `-C incremental`)
+    /// that rustc keeps its state in for the unit under `pre_key`, as last
+    /// seen after a compile of it.
+    pub fn incremental_dir(&self, pre_key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT dir FROM incremental_dirs WHERE pre_key = ?1",
+                [pre_key],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Remembers [`Index::incremental_dir`] for `pre_key`.
+    pub fn remember_incremental_dir(&self, pre_key: &str, dir: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO incremental_dirs (pre_key, dir) VALUES (?1, ?2)",
+            params![pre_key, dir],
         )?;
         Ok(())
     }

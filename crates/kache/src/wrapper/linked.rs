@@ -91,14 +91,30 @@ pub fn baked_roots(outputs: &[PathBuf], roots: &Roots) -> Result<Vec<(String, Op
         .filter(|(path, _)| path.len() > 1)
         .map(|(path, sentinel)| (path.as_str(), *sentinel))
         .collect();
+    // Roots nest (`/home/u`, `/home/u/.cargo`, `/home/u/w/target`): only
+    // the outermost are searched, and each place one is found is checked
+    // for every root, so a large rlib is read a few times, not five.
+    let outer: Vec<&str> = needles
+        .iter()
+        .map(|(path, _)| *path)
+        .filter(|path| {
+            !needles
+                .iter()
+                .any(|(other, _)| other.len() < path.len() && path.starts_with(other))
+        })
+        .collect();
     let mut found: Vec<(String, Option<String>)> = Vec::new();
     for output in outputs {
         let bytes =
             std::fs::read(output).with_context(|| format!("reading {}", output.display()))?;
-        for (path, sentinel) in &needles {
-            let name = format!("{BAKED_ROOT}{sentinel}");
-            if !found.iter().any(|(n, _)| *n == name) && contains_root(&bytes, path) {
-                found.push((name, Some(path.to_string())));
+        for start in &outer {
+            for at in memchr::memmem::find_iter(&bytes, start.as_bytes()) {
+                for (path, sentinel) in &needles {
+                    let name = format!("{BAKED_ROOT}{sentinel}");
+                    if !found.iter().any(|(n, _)| *n == name) && root_at(&bytes, at, path) {
+                        found.push((name, Some(path.to_string())));
+                    }
+                }
             }
         }
     }
@@ -106,15 +122,19 @@ pub fn baked_roots(outputs: &[PathBuf], roots: &Roots) -> Result<Vec<(String, Op
     Ok(found)
 }
 
-/// Whether `bytes` hold `root` followed by a path boundary (`/`, a quote,
-/// NUL or the end), so `/w/proj` is not found in `/w/project`.
-fn contains_root(bytes: &[u8], root: &str) -> bool {
-    let finder = memchr::memmem::Finder::new(root.as_bytes());
-    finder.find_iter(bytes).any(|at| {
-        bytes.get(at + root.len()).is_none_or(|&b| {
+/// Whether `root` starts at `bytes[at]` and ends at a path boundary (`/`, a
+/// quote, NUL or the end), so `/w/proj` is not found in `/w/project`.
+fn root_at(bytes: &[u8], at: usize, root: &str) -> bool {
+    bytes[at..].starts_with(root.as_bytes())
+        && bytes.get(at + root.len()).is_none_or(|&b| {
             !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b'~'))
         })
-    })
+}
+
+/// Whether `bytes` hold `root` at a path boundary anywhere.
+#[cfg(test)]
+fn contains_root(bytes: &[u8], root: &str) -> bool {
+    memchr::memmem::find_iter(bytes, root.as_bytes()).any(|at| root_at(bytes, at, root))
 }
 
 #[cfg(test)]

@@ -339,12 +339,20 @@ impl<'a> Session<'a> {
             return None;
         }
         let dir = self.roots.resolve(dir);
-        let prefix = format!("{}-", self.invocation.crate_name);
-        let has_session = std::fs::read_dir(&dir).is_ok_and(|entries| {
-            entries
-                .flatten()
-                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        });
+        // The unit's own directory when a compile of it was seen (a check
+        // and a build of one crate, or its lib and bin, each have one),
+        // else any of the crate's.
+        let has_session = match self.store.index.incremental_dir(pre_key).ok().flatten() {
+            Some(name) => dir.join(name).is_dir(),
+            None => {
+                let prefix = format!("{}-", self.invocation.crate_name);
+                std::fs::read_dir(&dir).is_ok_and(|entries| {
+                    entries
+                        .flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                })
+            }
+        };
         if has_session {
             return None;
         }
@@ -364,6 +372,32 @@ impl<'a> Session<'a> {
                 dir.display()
             )
         })
+    }
+
+    /// After a compile: remembers which `<crate>-<id>` directory of the
+    /// incremental directory rustc just wrote a session into (the one
+    /// modified since `since`), for [`Session::needs_incremental_state`].
+    fn remember_incremental_dir(&self, pre_key: &str, since: SystemTime) {
+        let Some(dir) = self.invocation.incremental.as_deref() else {
+            return;
+        };
+        let prefix = format!("{}-", self.invocation.crate_name);
+        let Ok(entries) = std::fs::read_dir(self.roots.resolve(dir)) else {
+            return;
+        };
+        let written: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t >= since)
+            })
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        if let [only] = written.as_slice() {
+            let _ = self.store.index.remember_incremental_dir(pre_key, only);
+        }
     }
 
     /// Builds the pre-key from everything known before compiling.
@@ -623,6 +657,7 @@ impl<'a> Session<'a> {
             );
             return compiled.code;
         }
+        self.remember_incremental_dir(pre_key, compile_start);
         let link_text = link_line
             .as_ref()
             .map(|file| std::fs::read_to_string(file.path()).unwrap_or_default());
