@@ -203,7 +203,7 @@ for p in "${projects[@]}"; do
         esac
     fi
     table+=("$(printf '%-13s %6s %7ss %6s %6s %9s %8s %5s %9s' "$p" "$crates" "$plain" "$(ratio "$cold" "$plain")" \
-        "$(ratio "$warm" "$plain")" "$hits/$total" "$verified" "$wrong" "$shits/$stotal")")
+        "$(ratio "$warm" "$plain")" "$hits/$total" "$verified$([ "$c_hits" = 0 ] || echo "+${c_hits}C")" "$wrong" "$shits/$stotal")")
 done
 
 # More cargo commands on the first project.
@@ -239,5 +239,6 @@ unset RUSTC_WRAPPER KACHE_CACHE_DIR KACHE_LOCAL_ONLY
 
 printf '\n%-13s %6s %8s %6s %6s %9s %8s %5s %9s\n' project crates plain cold/p warm/p "warm hits" verified wrong "2nd hits"
 printf '%s\n' "${table[@]}"
+echo "(verified: rustc hits KACHE_VERIFY compiled again and found equal; +NC: C-family hits it does not compile again)"
 printf '\n%s:\n' "$p"
 printf '  %s\n' "${extra[@]}"
