@@ -91,7 +91,7 @@ fn state_of(path: &Path, store: &Store, hasher: &mut HashCache) -> Result<String
         return Ok(hasher.hash(store, path)?.hash);
     }
     let mut listing = Vec::new();
-    walk(path, Path::new(""), store, hasher, &mut listing)?;
+    walk(path, Path::new(""), store, hasher, &mut listing, 0)?;
     listing.sort();
     let mut tree = blake3::Hasher::new();
     tree.update(b"kache-tree-v1\0");
@@ -104,14 +104,18 @@ fn state_of(path: &Path, store: &Store, hasher: &mut HashCache) -> Result<String
 }
 
 /// Every entry below `dir`, by relative name: files with their hash,
-/// directories (so an empty new one counts) and symlinks by target.
+/// directories (so an empty new one counts) and symlinks by target, a
+/// symlinked directory followed (what it holds is read through it).
 fn walk(
     dir: &Path,
     rel: &Path,
     store: &Store,
     hasher: &mut HashCache,
     out: &mut Vec<(String, String)>,
+    depth: usize,
 ) -> Result<()> {
+    // A symlink loop, or a tree too deep to be a declared input folder.
+    anyhow::ensure!(depth < 64, "{} is nested too deeply", dir.display());
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = rel.join(entry.file_name());
@@ -120,17 +124,57 @@ fn walk(
         let text = name.to_string_lossy().to_string();
         if kind.is_dir() {
             out.push((text, "dir".to_string()));
-            walk(&path, &name, store, hasher, out)?;
+            walk(&path, &name, store, hasher, out, depth + 1)?;
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&path)?;
             let state = match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => hasher.hash(store, &path)?.hash,
+                Ok(meta) if meta.is_dir() => "dir".to_string(),
                 _ => "other".to_string(),
             };
+            let is_dir = state == "dir";
             out.push((text, format!("link:{}:{state}", target.to_string_lossy())));
+            if is_dir {
+                walk(&path, &name, store, hasher, out, depth + 1)?;
+            }
         } else {
             out.push((text, hasher.hash(store, &path)?.hash));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_folder_changes_with_a_new_file_an_edit_or_a_linked_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cache")).unwrap();
+        let mut hasher = HashCache::default();
+        let tree = dir.path().join("migrations");
+        let outside = dir.path().join("shared");
+        std::fs::create_dir_all(&tree).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(tree.join("1.sql"), "a").unwrap();
+        std::fs::write(outside.join("x.sql"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("linked")).unwrap();
+        let mut state = || state_of(&tree, &store, &mut hasher).unwrap();
+        let first = state();
+        assert!(first.starts_with("tree:"));
+        assert_eq!(first, state(), "the same tree hashes the same");
+        std::fs::write(tree.join("2.sql"), "b").unwrap();
+        let added = state();
+        assert_ne!(first, added, "a new file");
+        std::fs::write(tree.join("2.sql"), "c").unwrap();
+        let edited = state();
+        assert_ne!(added, edited, "an edited file");
+        std::fs::write(outside.join("x.sql"), "y").unwrap();
+        assert_ne!(edited, state(), "a file inside a linked folder");
+        assert_eq!(
+            state_of(&dir.path().join("nope"), &store, &mut HashCache::default()).unwrap(),
+            "absent"
+        );
+    }
 }
