@@ -1,6 +1,8 @@
 //! Finding a stored entry whose recorded inputs prove a hit: shared by the
 //! rustc and the C-family flows.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
 use kache_core::key;
 use kache_core::meta::EntryMeta;
@@ -118,4 +120,27 @@ pub fn record_hit(
 /// stores a good one.
 pub fn forget(store: &mut Store, cache_key: &str) {
     let _ = store.remove_entries(&[cache_key.to_string()]);
+}
+
+/// Directories holding non-Rust inputs of which every regular file is an
+/// input: what a macro that embeds a whole folder reads. A directory with
+/// one `include_str!`ed file among others is not one.
+pub fn embedded_dirs(files: &[String], roots: &Roots) -> Vec<PathBuf> {
+    let read: std::collections::BTreeSet<PathBuf> =
+        files.iter().map(|f| roots.resolve(f)).collect();
+    let mut dirs: Vec<PathBuf> = read
+        .iter()
+        .filter(|p| p.extension().is_none_or(|e| e != "rs"))
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs.retain(|dir| {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().all(|entry| {
+                entry.file_type().is_ok_and(|t| !t.is_file()) || read.contains(&entry.path())
+            })
+        })
+    });
+    dirs
 }

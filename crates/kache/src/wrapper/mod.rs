@@ -12,12 +12,14 @@ mod cc;
 mod compile;
 mod context;
 mod declared;
+mod incremental;
 mod linked;
 mod lock;
 mod lookup;
 mod outcome;
 mod side_files;
 mod toolchain;
+mod verify;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
@@ -288,7 +290,9 @@ impl<'a> Session<'a> {
                 },
             );
         }
-        if let Some(reason) = self.needs_incremental_state(&pre_key) {
+        if let Some(reason) =
+            incremental::needs_state(&self.store, &self.roots, self.invocation, &pre_key)
+        {
             // Compile this one: rustc gets its incremental state back, so
             // the next edit of a crate under work is incremental again.
             debug!(crate_name, "{reason}");
@@ -322,82 +326,6 @@ impl<'a> Session<'a> {
             return 0;
         }
         self.compile_and_store(&builder, &pre_key, plain)
-    }
-
-    /// Whether this unit should compile although it may hit, and why: an
-    /// incremental unit of a crate under work (at least
-    /// [`HOT_ENTRIES`] versions of it stored in the last
-    /// [`HOT_WINDOW_SECS`]) whose incremental directory holds no session
-    /// for it, as after `cargo clean`. A hit would leave rustc without
-    /// state, so the next edit would compile the whole crate where plain
-    /// cargo's is incremental; compiling now costs that once, at the time
-    /// plain cargo pays it too. Never in CI (`CI` set), where nobody edits
-    /// and every hit counts.
-    fn needs_incremental_state(&self, pre_key: &str) -> Option<String> {
-        let dir = self.invocation.incremental.as_deref()?;
-        if std::env::var_os("CI").is_some() {
-            return None;
-        }
-        let dir = self.roots.resolve(dir);
-        // The unit's own directory when a compile of it was seen (a check
-        // and a build of one crate, or its lib and bin, each have one),
-        // else any of the crate's.
-        let has_session = match self.store.index.incremental_dir(pre_key).ok().flatten() {
-            Some(name) => dir.join(name).is_dir(),
-            None => {
-                let prefix = format!("{}-", self.invocation.crate_name);
-                std::fs::read_dir(&dir).is_ok_and(|entries| {
-                    entries
-                        .flatten()
-                        .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                })
-            }
-        };
-        if has_session {
-            return None;
-        }
-        let since = store::now().saturating_sub(HOT_WINDOW_SECS);
-        let recent = self
-            .store
-            .index
-            .candidates(pre_key)
-            .ok()?
-            .iter()
-            .filter(|m| m.created >= since)
-            .count();
-        (recent >= HOT_ENTRIES).then(|| {
-            format!(
-                "compiled for rustc's incremental state: {recent} versions in the last {}h and no session in {}",
-                HOT_WINDOW_SECS / 3600,
-                dir.display()
-            )
-        })
-    }
-
-    /// After a compile: remembers which `<crate>-<id>` directory of the
-    /// incremental directory rustc just wrote a session into (the one
-    /// modified since `since`), for [`Session::needs_incremental_state`].
-    fn remember_incremental_dir(&self, pre_key: &str, since: SystemTime) {
-        let Some(dir) = self.invocation.incremental.as_deref() else {
-            return;
-        };
-        let prefix = format!("{}-", self.invocation.crate_name);
-        let Ok(entries) = std::fs::read_dir(self.roots.resolve(dir)) else {
-            return;
-        };
-        let written: Vec<String> = entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-            .filter(|e| {
-                e.metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t >= since)
-            })
-            .map(|e| e.file_name().to_string_lossy().to_string())
-            .collect();
-        if let [only] = written.as_slice() {
-            let _ = self.store.index.remember_incremental_dir(pre_key, only);
-        }
     }
 
     /// Builds the pre-key from everything known before compiling.
@@ -657,7 +585,7 @@ impl<'a> Session<'a> {
             );
             return compiled.code;
         }
-        self.remember_incremental_dir(pre_key, compile_start);
+        incremental::remember_dir(&self.store, &self.roots, inv, pre_key, compile_start);
         let link_text = link_line
             .as_ref()
             .map(|file| std::fs::read_to_string(file.path()).unwrap_or_default());
@@ -745,7 +673,7 @@ impl<'a> Session<'a> {
         }
         // A directory whose every file was read (a macro embedding a
         // folder) is keyed by its listing too: a new file is a miss.
-        for dir in embedded_dirs(&info.files, &self.roots) {
+        for dir in lookup::embedded_dirs(&info.files, &self.roots) {
             if let Some(hash) = lookup::listing(&dir) {
                 inputs.push(Input {
                     path: normalizer.normalize(&dir.to_string_lossy()),
@@ -887,11 +815,11 @@ impl<'a> Session<'a> {
         compiled: &EntryMeta,
         compile_ms: u64,
     ) {
-        let mut differing = differing_files(expected, compiled);
+        let mut differing = verify::differing_files(expected, compiled);
         // An incremental compile names its objects after its session: the
         // same code in differently named members is the same rlib.
         if self.invocation.incremental.is_some() {
-            differing.retain(|name| !self.same_archive(expected, compiled, name));
+            differing.retain(|name| !verify::same_archive(&self.store, expected, compiled, name));
         }
         if differing.is_empty() && expected.cache_key == compiled.cache_key {
             self.verified = true;
@@ -932,17 +860,6 @@ impl<'a> Session<'a> {
         );
     }
 
-    /// Whether file `name` of both entries is an rlib with the same member
-    /// contents (see `kache_core::archive`).
-    fn same_archive(&self, expected: &EntryMeta, compiled: &EntryMeta, name: &str) -> bool {
-        let blob = |meta: &EntryMeta| {
-            let file = meta.files.iter().find(|f| f.name == name)?;
-            self.store.read_blob(&file.hash).ok()
-        };
-        name.ends_with(".rlib")
-            && matches!((blob(expected), blob(compiled)), (Some(a), Some(b)) if kache_core::archive::same_members(&a, &b))
-    }
-
     /// Records the event and prints the progress line.
     fn finish(
         &self,
@@ -973,55 +890,6 @@ impl<'a> Session<'a> {
         );
     }
 }
-
-/// The names of files whose bytes differ between two entries of one unit
-/// (or that only one of them has).
-fn differing_files(expected: &EntryMeta, compiled: &EntryMeta) -> Vec<String> {
-    let mut names: Vec<String> = Vec::new();
-    for file in &expected.files {
-        let same = compiled
-            .files
-            .iter()
-            .any(|f| f.name == file.name && f.hash == file.hash);
-        if !same {
-            names.push(file.name.clone());
-        }
-    }
-    for file in &compiled.files {
-        if !expected.files.iter().any(|f| f.name == file.name) {
-            names.push(file.name.clone());
-        }
-    }
-    names
-}
-
-/// Directories holding non-Rust inputs of which every regular file is an
-/// input: what a macro that embeds a whole folder reads. A directory with
-/// one `include_str!`ed file among others is not one.
-fn embedded_dirs(files: &[String], roots: &Roots) -> Vec<PathBuf> {
-    let read: std::collections::BTreeSet<PathBuf> =
-        files.iter().map(|f| roots.resolve(f)).collect();
-    let mut dirs: Vec<PathBuf> = read
-        .iter()
-        .filter(|p| p.extension().is_none_or(|e| e != "rs"))
-        .filter_map(|p| p.parent().map(Path::to_path_buf))
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs.retain(|dir| {
-        std::fs::read_dir(dir).is_ok_and(|entries| {
-            entries.flatten().all(|entry| {
-                entry.file_type().is_ok_and(|t| !t.is_file()) || read.contains(&entry.path())
-            })
-        })
-    });
-    dirs
-}
-
-/// How many stored versions of a unit make its crate one under work.
-const HOT_ENTRIES: usize = 3;
-/// Within how long those versions were stored.
-const HOT_WINDOW_SECS: u64 = 12 * 3600;
 
 /// Whether rustc's failure was its refusal of an option kache added (an
 /// older or newer toolchain than the probe saw), not the user's code.
