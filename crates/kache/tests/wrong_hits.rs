@@ -687,3 +687,30 @@ fn kache_verify_counts_verified_hits_and_catches_a_wrong_one() {
     assert_eq!(again.outcome("app"), "hit");
     assert_eq!(run_bin(&root, "app"), "second");
 }
+
+/// A build script that declares nothing: cargo reruns it, and recompiles
+/// the crate, when any file of the package changes, so a macro reading one
+/// must see the change through kache too.
+#[test]
+fn a_build_script_that_declares_nothing_keys_its_whole_package() {
+    let world = World::new();
+    let files: Vec<(&str, &str)> = DECLARED
+        .iter()
+        .map(|&(path, text)| {
+            if path == "app/build.rs" {
+                (path, "fn main() {}\n")
+            } else {
+                (path, text)
+            }
+        })
+        .collect();
+    let pair = Pair::new(&world, &files);
+    pair.cargo(&world, &["build"]);
+    assert_eq!(pair.same_output("app"), "one.sql unset");
+    pair.write("app/data/two.sql", "create table two (y int);\n");
+    let (p, k) = pair.cargo(&world, &["build"]);
+    ok(p);
+    let k = k.ok();
+    assert_eq!(k.outcome("app"), "miss", "{:?}", k.outcomes());
+    assert_eq!(pair.same_output("app"), "one.sql,two.sql unset");
+}

@@ -62,6 +62,15 @@ fn describe(
 ) -> Result<Vec<String>> {
     let normalize = |text: &str| roots.normalizer.normalize(text);
     let mut out = Vec::new();
+    if declared.changed.is_empty() {
+        // Cargo's default for a script that names no file: it reruns, and
+        // the crate is recompiled, when any file of the package changes;
+        // a macro may read any of them.
+        out.push(format!(
+            "package {}",
+            package_state(package, store, hasher)?
+        ));
+    }
     for path in &declared.changed {
         let full = package.join(path);
         let state = state_of(&full, store, hasher)?;
@@ -80,6 +89,62 @@ fn describe(
         out.push(format!("rustc-env {name}={}", normalize(value)));
     }
     Ok(out)
+}
+
+/// Most entries a package walk reads before giving up (the compile then
+/// passes through: a tree that large cannot be keyed on every call).
+const PACKAGE_ENTRIES: usize = 20_000;
+
+/// The tree hash of a package directory as cargo's default build-script
+/// rule watches it: every file below it but `target/` and hidden entries
+/// (`.git`), which cargo's package file list leaves out too.
+fn package_state(package: &Path, store: &Store, hasher: &mut HashCache) -> Result<String> {
+    let mut listing = Vec::new();
+    walk_package(package, Path::new(""), store, hasher, &mut listing)?;
+    listing.sort();
+    let mut tree = blake3::Hasher::new();
+    tree.update(b"kache-package-v1\0");
+    for (name, hash) in &listing {
+        tree.update(&(name.len() as u64).to_le_bytes());
+        tree.update(name.as_bytes());
+        tree.update(hash.as_bytes());
+    }
+    Ok(format!("tree:{}", tree.finalize().to_hex()))
+}
+
+fn walk_package(
+    dir: &Path,
+    rel: &Path,
+    store: &Store,
+    hasher: &mut HashCache,
+    out: &mut Vec<(String, String)>,
+) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let text_name = file_name.to_string_lossy();
+        if text_name.starts_with('.') || (rel.as_os_str().is_empty() && text_name == "target") {
+            continue;
+        }
+        anyhow::ensure!(
+            out.len() < PACKAGE_ENTRIES,
+            "{} holds more than {PACKAGE_ENTRIES} files, too many to key what its build script may read",
+            dir.display()
+        );
+        let name = rel.join(&file_name);
+        let text = name.to_string_lossy().to_string();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            out.push((text, "dir".to_string()));
+            walk_package(&entry.path(), &name, store, hasher, out)?;
+        } else if kind.is_file() {
+            out.push((text, hasher.hash(store, &entry.path())?.hash));
+        } else {
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            out.push((text, format!("link:{}", target.to_string_lossy())));
+        }
+    }
+    Ok(())
 }
 
 /// A file's content hash, a directory's tree hash, or `absent`.
