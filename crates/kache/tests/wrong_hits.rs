@@ -714,3 +714,67 @@ fn a_build_script_that_declares_nothing_keys_its_whole_package() {
     assert_eq!(k.outcome("app"), "miss", "{:?}", k.outcomes());
     assert_eq!(pair.same_output("app"), "one.sql,two.sql unset");
 }
+
+/// A proc-macro whose own build script declares what the macro reads
+/// while it expands (in the compile of the crate that uses it).
+const MACRO_SCRIPT: &[(&str, &str)] = &[
+    (
+        "Cargo.toml",
+        "[workspace]\nmembers = [\"mac\", \"app\"]\nresolver = \"2\"\n",
+    ),
+    (
+        "mac/Cargo.toml",
+        "[package]\nname = \"mac\"\nversion = \"0.1.0\"\nedition = \"2021\"\nbuild = \"build.rs\"\n\n[lib]\nproc-macro = true\n",
+    ),
+    (
+        "mac/build.rs",
+        "fn main() {\n    println!(\"cargo:rerun-if-env-changed=MACRO_CFG\");\n    println!(\"cargo:rerun-if-changed=schema.txt\");\n}\n",
+    ),
+    ("mac/schema.txt", "schema1"),
+    (
+        "mac/src/lib.rs",
+        "use proc_macro::TokenStream;\n\n#[proc_macro]\npub fn show(_: TokenStream) -> TokenStream {\n    let cfg = std::env::var(\"MACRO_CFG\").unwrap_or_default();\n    let schema = std::fs::read_to_string(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/schema.txt\")).unwrap();\n    format!(\"{:?}\", format!(\"env={cfg} schema={schema}\")).parse().unwrap()\n}\n",
+    ),
+    (
+        "app/Cargo.toml",
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nmac = { path = \"../mac\" }\n",
+    ),
+    (
+        "app/src/lib.rs",
+        "pub fn show() -> &'static str { mac::show!() }\n",
+    ),
+    (
+        "app/src/main.rs",
+        "fn main() { println!(\"{}\", app::show()); }\n",
+    ),
+];
+
+/// What a macro's own build script declares reaches the key of every crate
+/// that uses the macro: cargo recompiles them when it changes, although
+/// the macro library comes out byte for byte the same.
+#[test]
+fn what_a_macros_build_script_declares_is_keyed_for_its_users() {
+    let world = World::new();
+    let pair = Pair::new(&world, MACRO_SCRIPT);
+    let (p, k) = pair.cargo_with(&world, &["build"], &[("MACRO_CFG", "one")]);
+    ok(p);
+    k.ok();
+    assert_eq!(pair.same_output("app"), "env=one schema=schema1");
+    let (p, k) = pair.cargo_with(&world, &["build"], &[("MACRO_CFG", "two")]);
+    ok(p);
+    let k = k.ok();
+    assert_ne!(k.outcome("app"), "hit", "{:?}", k.outcomes());
+    assert_eq!(pair.same_output("app"), "env=two schema=schema1");
+    pair.write("mac/schema.txt", "schema2");
+    let (p, k) = pair.cargo_with(&world, &["build"], &[("MACRO_CFG", "two")]);
+    ok(p);
+    k.ok();
+    assert_eq!(pair.same_output("app"), "env=two schema=schema2");
+    // Back to the first state: both entries were right, the first hits.
+    pair.write("mac/schema.txt", "schema1");
+    let (p, k) = pair.cargo_with(&world, &["build"], &[("MACRO_CFG", "one")]);
+    ok(p);
+    let k = k.ok();
+    assert_eq!(k.outcome("app"), "hit", "{:?}", k.outcomes());
+    assert_eq!(pair.same_output("app"), "env=one schema=schema1");
+}

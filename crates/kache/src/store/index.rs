@@ -13,7 +13,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 /// 3: the stat cache (`file_stats`) also matches the inode change time.
 /// 4: `incremental_dirs`, which session directory a unit's rustc uses.
-const SCHEMA_VERSION: i64 = 4;
+/// 6: `macro_scripts`, the build script behind a proc-macro library, per
+/// target directory (a cache, rebuilt from scratch on migration).
+const SCHEMA_VERSION: i64 = 6;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS entries (
@@ -44,6 +46,14 @@ CREATE TABLE IF NOT EXISTS file_stats (
     ctime_ns INTEGER NOT NULL,
     ino INTEGER NOT NULL,
     hash TEXT NOT NULL
+) WITHOUT ROWID;
+DROP TABLE IF EXISTS macro_scripts;
+CREATE TABLE IF NOT EXISTS macro_scripts (
+    hash TEXT NOT NULL,
+    target_dir TEXT NOT NULL,
+    out_dir TEXT NOT NULL,
+    package TEXT NOT NULL,
+    PRIMARY KEY (hash, target_dir)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS incremental_dirs (
     pre_key TEXT PRIMARY KEY,
@@ -501,6 +511,36 @@ impl Index {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// The `OUT_DIR` and package directory of the build script behind the
+    /// proc-macro library whose content hash is `hash`, as last compiled
+    /// or restored into `target_dir` (each checkout has its own: the same
+    /// macro bytes stand for another checkout's files there).
+    pub fn macro_script(&self, hash: &str, target_dir: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT out_dir, package FROM macro_scripts WHERE hash = ?1 AND target_dir = ?2",
+                [hash, target_dir],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Remembers [`Index::macro_script`] for `hash` in `target_dir`.
+    pub fn remember_macro_script(
+        &self,
+        hash: &str,
+        target_dir: &str,
+        out_dir: &str,
+        package: &str,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO macro_scripts (hash, target_dir, out_dir, package) VALUES (?1, ?2, ?3, ?4)",
+            params![hash, target_dir, out_dir, package],
+        )?;
+        Ok(())
     }
 
     /// Remembers [`Index::incremental_dir`] for `pre_key`.

@@ -26,12 +26,72 @@ pub fn add(
     hasher: &mut HashCache,
     roots: &Roots,
 ) -> Result<()> {
-    let Some(out_dir) = std::env::var_os("OUT_DIR").map(PathBuf::from) else {
+    let Some((out_dir, package)) = this_unit(roots) else {
         return Ok(());
     };
+    for value in lines_for(&out_dir, &package, store, hasher, roots)? {
+        builder.add("declared", value);
+    }
+    Ok(())
+}
+
+/// The compile's `OUT_DIR` and package directory, when its package has a
+/// build script.
+pub fn this_unit(roots: &Roots) -> Option<(PathBuf, PathBuf)> {
+    let out_dir = std::env::var_os("OUT_DIR").map(PathBuf::from)?;
     let out_dir = roots.resolve(&out_dir.to_string_lossy());
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| roots.cwd.clone());
+    Some((out_dir, package))
+}
+
+/// Adds `macro_declared`: what the build scripts of the procedural macros
+/// this crate uses declare, evaluated now. A macro reads those inputs while
+/// it expands, in this compile (its variables in this process), and cargo
+/// recompiles the macro's dependents when they change, although the macro
+/// itself comes out byte for byte the same. `macros` are the content
+/// hashes of the proc-macro externs; one this store never saw compile or
+/// hit has nothing recorded and adds nothing.
+pub fn add_for_macros(
+    builder: &mut KeyBuilder,
+    store: &Store,
+    hasher: &mut HashCache,
+    roots: &Roots,
+    macros: &[String],
+) -> Result<()> {
+    for hash in macros {
+        let target_dir = roots
+            .target_dir
+            .as_ref()
+            .map(|d| d.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let Some((out_dir, package)) = store.index.macro_script(hash, &target_dir)? else {
+            continue;
+        };
+        for value in lines_for(
+            Path::new(&out_dir),
+            Path::new(&package),
+            store,
+            hasher,
+            roots,
+        )? {
+            builder.add("macro_declared", format!("{hash}: {value}"));
+        }
+    }
+    Ok(())
+}
+
+/// The keyed lines of the build script whose `OUT_DIR` is `out_dir`.
+fn lines_for(
+    out_dir: &Path,
+    package: &Path,
+    store: &Store,
+    hasher: &mut HashCache,
+    roots: &Roots,
+) -> Result<Vec<String>> {
     let Some(unit) = out_dir.parent() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let saved = [unit.join("output"), unit.join("run").join("stdout")]
         .into_iter()
@@ -39,17 +99,10 @@ pub fn add(
     let Some(text) = saved else {
         // A package whose script has not run (or a layout we do not know):
         // the key says so, and nothing is assumed about what it declares.
-        builder.add("declared", "no build-script output found");
-        return Ok(());
+        return Ok(vec!["no build-script output found".to_string()]);
     };
     let declared = buildscript::parse_output(&text);
-    let package = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| roots.cwd.clone());
-    for value in describe(&declared, &package, store, hasher, roots)? {
-        builder.add("declared", value);
-    }
-    Ok(())
+    describe(&declared, package, store, hasher, roots)
 }
 
 /// One keyed line per declaration, paths and values normalised.

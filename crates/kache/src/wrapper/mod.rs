@@ -371,16 +371,27 @@ impl<'a> Session<'a> {
             builder.add("linker", kache_core::cc::banner_identity(&banner));
             builder.add("libc", toolchain::libc_identity());
         }
+        let mut macros = Vec::new();
         for ext in &inv.externs {
             let value = match &ext.path {
                 Some(path) => {
                     let hashed = self.hasher.hash(&self.store, &self.roots.resolve(path))?;
+                    if [".so", ".dylib", ".dll"].iter().any(|e| path.ends_with(e)) {
+                        macros.push(hashed.hash.clone());
+                    }
                     format!("{}={}", ext.name, hashed.hash)
                 }
                 None => ext.name.clone(),
             };
             builder.add("externs", value);
         }
+        declared::add_for_macros(
+            &mut builder,
+            &self.store,
+            &mut self.hasher,
+            &self.roots,
+            &macros,
+        )?;
         // A custom target is a JSON file: key its content, not just its path.
         if let Some(target) = inv.target.as_deref().filter(|t| t.ends_with(".json")) {
             let spec = self.hasher.hash(&self.store, &self.roots.resolve(target))?;
@@ -459,6 +470,7 @@ impl<'a> Session<'a> {
         }
         match self.restore(meta) {
             Ok(bytes) => {
+                self.remember_macro_script(meta);
                 self.hit_source = lookup::record_hit(
                     &mut self.store,
                     &mut self.hasher,
@@ -591,6 +603,7 @@ impl<'a> Session<'a> {
             .map(|file| std::fs::read_to_string(file.path()).unwrap_or_default());
         match self.store_outputs(builder, pre_key, &compiled, compile_start, link_text) {
             Ok((outcome, meta)) => {
+                self.remember_macro_script(&meta);
                 if let Some(link) = &self.link {
                     link.upload(&self.store, &meta.cache_key);
                 }
@@ -858,6 +871,40 @@ impl<'a> Session<'a> {
             compile_ms,
             Some(reason),
         );
+    }
+
+    /// After a proc-macro library was stored or restored: remembers which
+    /// build script stands behind it, for its dependents' keys (see
+    /// `declared::add_for_macros`).
+    fn remember_macro_script(&self, meta: &EntryMeta) {
+        if !self
+            .invocation
+            .crate_types
+            .contains(&args::CrateType::ProcMacro)
+        {
+            return;
+        }
+        let Some((out_dir, package)) = declared::this_unit(&self.roots) else {
+            return;
+        };
+        for file in meta
+            .files
+            .iter()
+            .filter(|f| f.kind == OutputKind::LinkedExecutable)
+        {
+            let target_dir = self
+                .roots
+                .target_dir
+                .as_ref()
+                .map(|d| d.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let _ = self.store.index.remember_macro_script(
+                &file.hash,
+                &target_dir,
+                &out_dir.to_string_lossy(),
+                &package.to_string_lossy(),
+            );
+        }
     }
 
     /// Records the event and prints the progress line.
