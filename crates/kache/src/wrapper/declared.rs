@@ -121,7 +121,7 @@ fn describe(
         // a macro may read any of them.
         out.push(format!(
             "package {}",
-            package_state(package, store, hasher)?
+            tree_state(package, Scope::Package, store, hasher)?
         ));
     }
     for path in &declared.changed {
@@ -148,56 +148,15 @@ fn describe(
 /// passes through: a tree that large cannot be keyed on every call).
 const PACKAGE_ENTRIES: usize = 20_000;
 
-/// The tree hash of a package directory as cargo's default build-script
-/// rule watches it: every file below it but `target/` and hidden entries
-/// (`.git`), which cargo's package file list leaves out too.
-fn package_state(package: &Path, store: &Store, hasher: &mut HashCache) -> Result<String> {
-    let mut listing = Vec::new();
-    walk_package(package, Path::new(""), store, hasher, &mut listing)?;
-    listing.sort();
-    let mut tree = blake3::Hasher::new();
-    tree.update(b"kache-package-v1\0");
-    for (name, hash) in &listing {
-        tree.update(&(name.len() as u64).to_le_bytes());
-        tree.update(name.as_bytes());
-        tree.update(hash.as_bytes());
-    }
-    Ok(format!("tree:{}", tree.finalize().to_hex()))
-}
-
-fn walk_package(
-    dir: &Path,
-    rel: &Path,
-    store: &Store,
-    hasher: &mut HashCache,
-    out: &mut Vec<(String, String)>,
-) -> Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let file_name = entry.file_name();
-        let text_name = file_name.to_string_lossy();
-        if text_name.starts_with('.') || (rel.as_os_str().is_empty() && text_name == "target") {
-            continue;
-        }
-        anyhow::ensure!(
-            out.len() < PACKAGE_ENTRIES,
-            "{} holds more than {PACKAGE_ENTRIES} files, too many to key what its build script may read",
-            dir.display()
-        );
-        let name = rel.join(&file_name);
-        let text = name.to_string_lossy().to_string();
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            out.push((text, "dir".to_string()));
-            walk_package(&entry.path(), &name, store, hasher, out)?;
-        } else if kind.is_file() {
-            out.push((text, hasher.hash(store, &entry.path())?.hash));
-        } else {
-            let target = std::fs::read_link(entry.path()).unwrap_or_default();
-            out.push((text, format!("link:{}", target.to_string_lossy())));
-        }
-    }
-    Ok(())
+/// Which files of a tree are keyed: a declared folder is read whole
+/// (symlinked folders followed: what a macro reads through them counts); a
+/// package as cargo's default build-script rule watches it, every file but
+/// `target/` and hidden entries (`.git`), which cargo's package file list
+/// leaves out too, at most [`PACKAGE_ENTRIES`] of them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    Declared,
+    Package,
 }
 
 /// A file's content hash, a directory's tree hash, or `absent`.
@@ -208,11 +167,19 @@ fn state_of(path: &Path, store: &Store, hasher: &mut HashCache) -> Result<String
     if !meta.is_dir() {
         return Ok(hasher.hash(store, path)?.hash);
     }
+    tree_state(path, Scope::Declared, store, hasher)
+}
+
+/// `tree:<blake3>` over every keyed entry below `root` (see [`Scope`]).
+fn tree_state(root: &Path, scope: Scope, store: &Store, hasher: &mut HashCache) -> Result<String> {
     let mut listing = Vec::new();
-    walk(path, Path::new(""), store, hasher, &mut listing, 0)?;
+    walk(root, Path::new(""), scope, store, hasher, &mut listing, 0)?;
     listing.sort();
     let mut tree = blake3::Hasher::new();
-    tree.update(b"kache-tree-v1\0");
+    tree.update(match scope {
+        Scope::Declared => b"kache-tree-v1\0".as_slice(),
+        Scope::Package => b"kache-package-v1\0".as_slice(),
+    });
     for (name, hash) in &listing {
         tree.update(&(name.len() as u64).to_le_bytes());
         tree.update(name.as_bytes());
@@ -221,28 +188,44 @@ fn state_of(path: &Path, store: &Store, hasher: &mut HashCache) -> Result<String
     Ok(format!("tree:{}", tree.finalize().to_hex()))
 }
 
-/// Every entry below `dir`, by relative name: files with their hash,
-/// directories (so an empty new one counts) and symlinks by target, a
-/// symlinked directory followed (what it holds is read through it).
+/// Every entry below `dir` that `scope` keys, by relative name: files with
+/// their hash, directories (so an empty new one counts) and symlinks by
+/// target.
 fn walk(
     dir: &Path,
     rel: &Path,
+    scope: Scope,
     store: &Store,
     hasher: &mut HashCache,
     out: &mut Vec<(String, String)>,
     depth: usize,
 ) -> Result<()> {
-    // A symlink loop, or a tree too deep to be a declared input folder.
+    // A symlink loop, or a tree too deep to be an input folder.
     anyhow::ensure!(depth < 64, "{} is nested too deeply", dir.display());
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let name = rel.join(entry.file_name());
+        let file_name = entry.file_name();
+        if scope == Scope::Package {
+            let text_name = file_name.to_string_lossy();
+            if text_name.starts_with('.') || (rel.as_os_str().is_empty() && text_name == "target") {
+                continue;
+            }
+            anyhow::ensure!(
+                out.len() < PACKAGE_ENTRIES,
+                "{} holds more than {PACKAGE_ENTRIES} files, too many to key what its build script may read",
+                dir.display()
+            );
+        }
+        let name = rel.join(&file_name);
         let kind = entry.file_type()?;
         let path = entry.path();
         let text = name.to_string_lossy().to_string();
         if kind.is_dir() {
             out.push((text, "dir".to_string()));
-            walk(&path, &name, store, hasher, out, depth + 1)?;
+            walk(&path, &name, scope, store, hasher, out, depth + 1)?;
+        } else if scope == Scope::Package && !kind.is_file() {
+            let target = std::fs::read_link(&path).unwrap_or_default();
+            out.push((text, format!("link:{}", target.to_string_lossy())));
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&path)?;
             let state = match std::fs::metadata(&path) {
@@ -253,7 +236,7 @@ fn walk(
             let is_dir = state == "dir";
             out.push((text, format!("link:{}:{state}", target.to_string_lossy())));
             if is_dir {
-                walk(&path, &name, store, hasher, out, depth + 1)?;
+                walk(&path, &name, scope, store, hasher, out, depth + 1)?;
             }
         } else {
             out.push((text, hasher.hash(store, &path)?.hash));
