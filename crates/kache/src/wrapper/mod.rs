@@ -828,13 +828,10 @@ impl<'a> Session<'a> {
         compiled: &EntryMeta,
         compile_ms: u64,
     ) {
-        let mut differing = verify::differing_files(expected, compiled);
-        // An incremental compile names its objects after its session: the
-        // same code in differently named members is the same rlib.
-        if self.invocation.incremental.is_some() {
-            differing.retain(|name| !verify::same_archive(&self.store, expected, compiled, name));
-        }
-        if differing.is_empty() && expected.cache_key == compiled.cache_key {
+        let incremental = self.invocation.incremental.is_some();
+        let Some(reason) =
+            verify::divergence(&self.store, builder, expected, compiled, incremental)
+        else {
             self.verified = true;
             self.finish(
                 Outcome::Hit,
@@ -844,25 +841,10 @@ impl<'a> Session<'a> {
                 None,
             );
             return;
-        }
+        };
         if expected.cache_key != compiled.cache_key {
             lookup::forget(&mut self.store, &expected.cache_key);
         }
-        let equal: Vec<&str> = builder.components().iter().map(|c| c.name).collect();
-        let reason = format!(
-            "outputs differ: {}; equal: every key component ({}) and {}",
-            if differing.is_empty() {
-                "none (the compile read other inputs)".to_string()
-            } else {
-                differing.join(", ")
-            },
-            equal.join(", "),
-            if expected.cache_key == compiled.cache_key {
-                "every recorded input"
-            } else {
-                "the recorded inputs then (rustc read others now)"
-            }
-        );
         warn!(crate_name = %self.invocation.crate_name, "KACHE_VERIFY: wrong hit: {reason}");
         self.finish(
             Outcome::WrongHit,
