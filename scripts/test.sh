@@ -31,6 +31,20 @@ KACHE_GARAGE_BIN=$(bash scripts/install-garage.sh)
 export KACHE_GARAGE_BIN
 echo "garage: $KACHE_GARAGE_BIN"
 
+# The registry-remote tests start a real OCI registry (Debian's
+# docker-registry, the CNCF distribution registry), installed once.
+echo "==> OCI registry for the registry-remote tests"
+KACHE_REGISTRY_BIN=$(bash scripts/install-registry.sh)
+export KACHE_REGISTRY_BIN
+echo "registry: $KACHE_REGISTRY_BIN"
+
+# The GitHub Action (action.yml, post/action.yml, scripts/action/) is
+# checked by actionlint and shellcheck, installed once into the same cache.
+echo "==> GitHub Action: actionlint and shellcheck"
+KACHE_ACTIONLINT_DIR=$(bash scripts/install-actionlint.sh)
+export KACHE_ACTIONLINT_DIR
+bash scripts/action/lint.sh
+
 # The API test runs schemathesis against the real service, from a
 # virtualenv in the same cache.
 echo "==> API checker for the planner's OpenAPI document"

@@ -23,6 +23,14 @@ SCENARIOS = {
     "defaults": {},
     "pvc": {"planner": {"persistence": {"type": "pvc", "size": "20Gi", "storageClass": "fast"}}},
     "auth": {"auth": {"existingSecret": "planner-token", "existingSecretKey": "bearer"}},
+    "scoped": {
+        "auth": {
+            "existingSecret": "planner-token",
+            "ingestExistingSecret": "planner-ingest",
+            "ingestNamespaces": "ci-*,main",
+        },
+        "planner": {"maxArtifacts": 50000},
+    },
     "ha": {"replicaCount": 2, "ha": {"enabled": True, "leaseName": "planner-lock"}},
     "bucket": {
         "bucket": {
@@ -226,7 +234,10 @@ def test_common_knobs_reach_the_pod():
     assert pod["metadata"]["annotations"] == values["podAnnotations"]
     assert pod["spec"]["nodeSelector"] == values["nodeSelector"]
     assert pod["spec"]["tolerations"] == values["tolerations"]
-    assert container(objects)["resources"] == values["resources"]
+    # Helm merges a user's resources into the chart's defaults.
+    resources = container(objects)["resources"]
+    assert resources["limits"]["memory"] == "512Mi"
+    assert resources["requests"] == yaml.safe_load((CHART / "values.yaml").read_text())["resources"]["requests"]
     service = one(objects, "Service")
     assert service["spec"]["type"] == "LoadBalancer"
     assert service["spec"]["ports"][0]["port"] == 9000
@@ -274,6 +285,11 @@ def test_notes_tell_clients_the_endpoint():
         {"replicas": 2},
         {"bucket": {"scanInterval": 0}},
         {"bucket": {"bucket": "typo"}},
+        {"planner": {"maxArtifacts": 0}},
+        {"planner": {"maxArtifacts": "many"}},
+        {"auth": {"ingestNamespaces": "ci/*"}},
+        {"auth": {"ingestSecret": "typo"}},
+        {"resources": {"limit": {"memory": "1Gi"}}},
     ],
 )
 def test_the_values_schema_rejects_wrong_types_enums_and_typos(bad):
@@ -289,6 +305,10 @@ def test_the_values_schema_rejects_wrong_types_enums_and_typos(bad):
     [
         ({"planner": {"dbPath": "/data/planner.db"}}, "must live under"),
         ({"replicaCount": 2}, "needs ha.enabled"),
+        (
+            {"auth": {"existingSecret": "same", "ingestExistingSecret": "same", "ingestExistingSecretKey": "token"}},
+            "must be a different secret value",
+        ),
     ],
 )
 def test_inconsistent_values_fail_with_a_clear_message(bad, message):
@@ -304,7 +324,9 @@ def test_values_yaml_documents_the_design_names_and_defaults():
     assert persistence["type"] == "ephemeral"
     assert persistence["mountPath"] == "/var/lib/kache"
     assert values["ha"]["leaseName"] == "kache-service"
-    assert set(values["auth"]) == {"existingSecret", "existingSecretKey"}
+    assert {"existingSecret", "existingSecretKey"} <= set(values["auth"])
+    assert values["auth"]["ingestExistingSecret"] == "", "no ingest token unless asked"
+    assert values["auth"]["ingestNamespaces"] == "*"
     assert copy.deepcopy(values) == values
 
 
@@ -317,3 +339,47 @@ def test_the_image_build_matches_the_chart():
     assert "--locked" in build and "--release" in build and "-p kache-service" in build
     bake = (ROOT / "docker-bake.hcl").read_text()
     assert re.search(r'variable "PLATFORM" \{\s*default = "linux/amd64"', bake)
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_the_ingest_token_and_its_namespaces_come_only_from_their_values(scenario):
+    values = SCENARIOS[scenario]
+    variables = env(render(values))
+    auth = values.get("auth", {})
+    secret = auth.get("ingestExistingSecret")
+    if secret:
+        ref = variables["KACHE_PLANNER_INGEST_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": secret, "key": auth.get("ingestExistingSecretKey", "ingest-token")}
+        assert "value" not in variables["KACHE_PLANNER_INGEST_TOKEN"]
+    else:
+        assert "KACHE_PLANNER_INGEST_TOKEN" not in variables
+    assert variables["KACHE_PLANNER_INGEST_NAMESPACES"]["value"] == auth.get("ingestNamespaces", "*")
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_the_pod_has_requests_limits_and_a_state_bound(scenario):
+    values = SCENARIOS[scenario]
+    planner = container(render(values))
+    resources = planner["resources"]
+    for kind in ["requests", "limits"]:
+        assert resources[kind]["memory"], f"{kind}.memory"
+    assert resources["requests"]["cpu"]
+    bound = values.get("planner", {}).get("maxArtifacts", 100000)
+    variables = {v["name"]: v for v in planner["env"]}
+    assert variables["KACHE_PLANNER_MAX_ARTIFACTS"]["value"] == str(bound)
+
+
+def test_notes_say_loudly_when_the_planner_is_open_and_what_each_token_may_do():
+    open_notes = notes({})
+    assert "WARNING: no auth.existingSecret is set" in open_notes
+    assert '"auth": "none"' in open_notes
+    assert "plain http://" in open_notes
+    single = notes(SCENARIOS["auth"])
+    assert "WARNING" not in single
+    assert "auth.ingestExistingSecret" in single, "one token: say what a second one gives"
+    scoped = notes(SCENARIOS["scoped"])
+    assert "WARNING" not in scoped
+    assert 'Secret "planner-ingest"' in scoped and '"ci-*,main"' in scoped
+    assert "50000 artifacts" in scoped
+    ingest_only = notes({"auth": {"ingestExistingSecret": "ingest"}})
+    assert "plans and feedback are anonymous" in ingest_only

@@ -42,6 +42,9 @@ app.kubernetes.io/component: planner
 {{- if not (hasPrefix (printf "%s/" (trimSuffix "/" .Values.planner.persistence.mountPath)) .Values.planner.dbPath) }}
 {{- fail (printf "planner.dbPath (%s) must live under planner.persistence.mountPath (%s): the root filesystem is read-only" .Values.planner.dbPath .Values.planner.persistence.mountPath) }}
 {{- end }}
+{{- if and .Values.auth.ingestExistingSecret (eq .Values.auth.ingestExistingSecret .Values.auth.existingSecret) (eq .Values.auth.ingestExistingSecretKey .Values.auth.existingSecretKey) }}
+{{- fail "auth.ingestExistingSecret/ingestExistingSecretKey name the plan token's own key: the ingest token must be a different secret value" }}
+{{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.ha.enabled) }}
 {{- fail "replicaCount > 1 needs ha.enabled=true: without a Lease every replica would plan from its own state" }}
 {{- end }}

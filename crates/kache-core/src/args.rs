@@ -677,6 +677,39 @@ impl Invocation {
         found.dedup();
         Ok(found)
     }
+
+    /// The output a restore may write under `name`: one of `outputs`
+    /// (named and kinded by this invocation), or split debuginfo that
+    /// [`Invocation::side_outputs`] would have stored with them (copied,
+    /// never executable). `None` for anything else: an entry naming
+    /// another crate's output, or a file this compile would not write,
+    /// restores nothing.
+    pub fn restorable(&self, name: &str, outputs: &[Output]) -> Option<Output> {
+        if let Some(output) = outputs.iter().find(|o| o.name == name) {
+            return Some(output.clone());
+        }
+        let stem = self.stem();
+        let side = match self.split_debuginfo {
+            Some(SplitDebuginfo::Unpacked) => {
+                name.ends_with(".rcgu.dwo")
+                    && name.starts_with(&format!("{stem}."))
+                    && !name[stem.len() + 1..].contains(['/', '\\'])
+            }
+            Some(SplitDebuginfo::Packed) => outputs.iter().any(|o| {
+                o.kind != OutputKind::DepInfo
+                    && !o.name.ends_with(".rlib")
+                    && !o.name.ends_with(".rmeta")
+                    && name
+                        .strip_suffix(".dwp")
+                        .is_some_and(|base| base == o.name || base == without_extension(&o.name))
+            }),
+            None => false,
+        };
+        side.then(|| Output {
+            name: name.to_string(),
+            kind: OutputKind::Copied,
+        })
+    }
 }
 
 /// A file in a compile's output directory, as [`Invocation::side_outputs`]

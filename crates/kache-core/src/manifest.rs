@@ -25,6 +25,57 @@ pub struct EntryManifest {
     /// Sum of the entry's file sizes.
     pub original_bytes: u64,
     pub file_count: u64,
+    /// blake3 hex of the pack's bytes, so a signature covers the pack
+    /// itself (an addition to the original's format; absent from older
+    /// writers, and then no signature can be checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack_blake3: Option<String>,
+    /// The writer's signature over [`EntryManifest::signed_message`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+/// An ed25519 signature of a remote document (an addition to the
+/// original's format, ignored by readers that know nothing of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Signature {
+    /// The signer's public key: `ed25519:` and 64 hex digits.
+    pub key: String,
+    /// The signature: 128 hex digits.
+    pub sig: String,
+}
+
+impl EntryManifest {
+    /// The bytes a writer signs: every field a reader acts on, each on its
+    /// own line after a domain tag, so a signature cannot be moved to
+    /// another key, crate or pack, nor a pack swapped under it.
+    pub fn signed_message(&self) -> Vec<u8> {
+        format!(
+            "kache-entry-manifest-v1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
+            self.version,
+            self.cache_key,
+            self.crate_name,
+            self.pack_key,
+            self.pack_blake3.as_deref().unwrap_or(""),
+            self.pack_bytes,
+            self.original_bytes,
+            self.file_count,
+        )
+        .into_bytes()
+    }
+}
+
+/// The bytes a writer signs for a build manifest or a shard stored at
+/// `object`: a domain tag, the object's key (a shard cannot be replayed
+/// into another namespace) and the document as JSON without its signature.
+/// Reader and writer serialise the same struct, so the bytes agree; a
+/// field unknown to the reader is dropped on both sides of the check and
+/// never acted on.
+pub fn signed_document<T: Serialize>(tag: &str, object: &str, document: &T) -> Vec<u8> {
+    let mut message = format!("kache-{tag}-v1\n{object}\n").into_bytes();
+    // Serialising a struct of strings and integers cannot fail.
+    message.extend(serde_json::to_vec(document).unwrap_or_default());
+    message
 }
 
 /// What a build's artifacts can only serve builds of: the same target,
@@ -119,6 +170,20 @@ pub struct BuildManifest {
     /// An addition to the original's format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
+    /// The writer's signature (see [`BuildManifest::signed_message`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+impl BuildManifest {
+    /// What a writer signs for this manifest stored at `object`.
+    pub fn signed_message(&self, object: &str) -> Vec<u8> {
+        let unsigned = Self {
+            signature: None,
+            ..self.clone()
+        };
+        signed_document("build-manifest", object, &unsigned)
+    }
 }
 
 /// One entry of a [`BuildManifest`].
@@ -142,6 +207,20 @@ pub struct Shard {
     /// An addition to the original's format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
+    /// The writer's signature (see [`Shard::signed_message`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+impl Shard {
+    /// What a writer signs for this shard stored at `object`.
+    pub fn signed_message(&self, object: &str) -> Vec<u8> {
+        let unsigned = Self {
+            signature: None,
+            ..self.clone()
+        };
+        signed_document("shard", object, &unsigned)
+    }
 }
 
 /// One entry of a [`Shard`].

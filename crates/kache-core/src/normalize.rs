@@ -76,6 +76,63 @@ impl PathNormalizer {
     }
 }
 
+/// System directories a C compile's recorded inputs may lie in (the
+/// compiler's own headers and the distribution's).
+const SYSTEM_ROOTS: &[&str] = &[
+    "/usr/include/",
+    "/usr/local/include/",
+    "/usr/lib/",
+    "/usr/lib64/",
+];
+
+/// Whether a recorded input path of an entry from *another machine* may be
+/// read to prove a hit: relative to the compile's directory, or under a
+/// root the key normalises (workspace, target directory, `CARGO_HOME`,
+/// `RUSTUP_HOME`) or a system header directory, and never climbing out of
+/// it with `..`. Anything else (`/dev/zero`, `/etc/…`, the home directory)
+/// makes the entry impossible: it is not imported.
+pub fn is_confined(path: &str) -> bool {
+    let rest = if let Some(root) = [TARGET, WORKSPACE, CARGO_HOME, RUSTUP_HOME]
+        .into_iter()
+        .find(|s| path.starts_with(s))
+    {
+        let rest = &path[root.len()..];
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return false;
+        }
+        rest
+    } else if path.starts_with('/') {
+        match SYSTEM_ROOTS.iter().find(|r| path.starts_with(*r)) {
+            Some(root) => &path[root.len()..],
+            None => return false,
+        }
+    } else if path.starts_with('{') || path.is_empty() {
+        // An unknown sentinel, or nothing.
+        return false;
+    } else {
+        path
+    };
+    !rest.contains('\0') && stays_below(rest)
+}
+
+/// Whether a relative path never climbs above where it starts, read
+/// lexically: `src/../data.txt` (an `include_str!("../data.txt")`) stays,
+/// `src/../../x` does not.
+fn stays_below(path: &str) -> bool {
+    let mut depth = 0usize;
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(up) => depth = up,
+                None => return false,
+            },
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
 fn is_boundary(c: char) -> bool {
     !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '~'))
 }
@@ -83,6 +140,38 @@ fn is_boundary(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_inputs_under_the_roots_are_confined() {
+        for ok in [
+            "{kache:ws}/src/lib.rs",
+            "{kache:cargo}/registry/src/index/serde-1.0.0/src/lib.rs",
+            "{kache:target}/debug/build/x-1/out/gen.rs",
+            "{kache:rustup}/toolchains/stable/lib/rustlib/src/rust/library/core/src/lib.rs",
+            "src/main.rs",
+            "core/src/../greeting.txt",
+            "/usr/include/stdio.h",
+            "/usr/lib/gcc/x86_64-linux-gnu/12/include/stddef.h",
+        ] {
+            assert!(is_confined(ok), "{ok}");
+        }
+        for bad in [
+            "/dev/zero",
+            "/etc/passwd",
+            "/tmp/fifo",
+            "{kache:home}/.ssh/id_ed25519",
+            "{kache:ws}/../../etc/passwd",
+            "{kache:wsx}/src/lib.rs",
+            "{kache:other}/x",
+            "../outside/lib.rs",
+            "src/../../outside.rs",
+            "/usr/include/../../etc/shadow",
+            "/usr/includes/x.h",
+            "",
+        ] {
+            assert!(!is_confined(bad), "{bad}");
+        }
+    }
 
     fn normalizer() -> PathNormalizer {
         let mut n = PathNormalizer::default();

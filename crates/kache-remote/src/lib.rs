@@ -5,6 +5,8 @@
 //! - [`pack`]: an entry's files as `tar.zst`, written streaming and read as
 //!   hostile input;
 //! - [`storage`]: the [`Storage`] trait and its errors;
+//! - [`sign`]: the keys that sign and verify remote documents;
+//! - [`oci`]: an OCI registry (ghcr.io, …) as a store, one tag per object;
 //! - [`s3`], [`fs`]: one file per backend (adding GCS or Azure is adding a
 //!   file that builds its `object_store`).
 //!
@@ -13,8 +15,10 @@
 
 pub mod fs;
 pub mod layout;
+pub mod oci;
 pub mod pack;
 pub mod s3;
+pub mod sign;
 pub mod storage;
 
 pub use layout::Layout;
@@ -26,6 +30,7 @@ pub use storage::{RemoteError, Storage};
 pub enum Backend {
     S3(s3::S3Spec),
     Fs(std::path::PathBuf),
+    Oci(oci::OciSpec),
 }
 
 /// Opens the backend.
@@ -33,5 +38,6 @@ pub fn open(backend: &Backend) -> storage::Result<Box<dyn Storage>> {
     Ok(match backend {
         Backend::S3(spec) => Box::new(s3::open(spec)?),
         Backend::Fs(root) => Box::new(fs::open(root)?),
+        Backend::Oci(spec) => Box::new(oci::open(spec)?),
     })
 }

@@ -39,6 +39,10 @@ pub enum RemoteError {
     /// The configuration cannot work (a missing bucket name, a bad URL).
     #[error("remote configuration: {0}")]
     Config(String),
+    /// An object larger than the reader accepts (see `get_bounded`,
+    /// `get_to_file`): nothing of it is kept.
+    #[error("{location}: {detail}")]
+    TooLarge { location: String, detail: String },
     /// Anything else the store said, in one line.
     #[error("{location}: {detail}")]
     Other { location: String, detail: String },
@@ -53,6 +57,14 @@ impl RemoteError {
 }
 
 pub type Result<T> = std::result::Result<T, RemoteError>;
+
+/// The error of an object larger than a reader accepts.
+pub fn too_large(location: &str, key: &str, max_bytes: u64) -> RemoteError {
+    RemoteError::TooLarge {
+        location: location.to_string(),
+        detail: format!("{key} is larger than the {max_bytes} bytes accepted"),
+    }
+}
 
 /// An object in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +82,19 @@ pub trait Storage: Send + Sync {
     fn location(&self) -> &str;
     /// The whole object, or `None` when it does not exist.
     async fn get(&self, key: &str) -> Result<Option<Bytes>>;
+    /// The whole object if it has at most `max_bytes`; a larger one is an
+    /// error naming the bound. Documents read from a hostile bucket (entry
+    /// and build manifests, shards) come through here. A backend that can
+    /// stream overrides this so a large object is never held in memory.
+    async fn get_bounded(&self, key: &str, max_bytes: u64) -> Result<Option<Bytes>> {
+        let Some(bytes) = self.get(key).await? else {
+            return Ok(None);
+        };
+        if bytes.len() as u64 > max_bytes {
+            return Err(too_large(self.location(), key, max_bytes));
+        }
+        Ok(Some(bytes))
+    }
     /// Streams the object into a new file at `dest`; `None` when it does
     /// not exist. Fails once more than `max_bytes` arrive.
     async fn get_to_file(&self, key: &str, dest: &Path, max_bytes: u64) -> Result<Option<u64>>;
@@ -219,6 +244,26 @@ impl Storage for ObjectStorage {
         }
     }
 
+    async fn get_bounded(&self, key: &str, max_bytes: u64) -> Result<Option<Bytes>> {
+        let result = match self.store.get(&ObjectPath::from(key)).await {
+            Ok(result) => result,
+            Err(err) if is_not_found(&err) => return Ok(None),
+            Err(err) => return Err(self.error(err)),
+        };
+        if result.meta.size > max_bytes {
+            return Err(too_large(&self.location, key, max_bytes));
+        }
+        let mut stream = result.into_stream();
+        let mut body = Vec::new();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.error(e))? {
+            if (body.len() + chunk.len()) as u64 > max_bytes {
+                return Err(too_large(&self.location, key, max_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Some(Bytes::from(body)))
+    }
+
     async fn get_to_file(&self, key: &str, dest: &Path, max_bytes: u64) -> Result<Option<u64>> {
         let result = match self.store.get(&ObjectPath::from(key)).await {
             Ok(result) => result,
@@ -226,7 +271,7 @@ impl Storage for ObjectStorage {
             Err(err) => return Err(self.error(err)),
         };
         if result.meta.size > max_bytes {
-            return Err(RemoteError::Other {
+            return Err(RemoteError::TooLarge {
                 location: self.location.clone(),
                 detail: format!(
                     "{key} has {} bytes, more than the {max_bytes} accepted",
@@ -244,7 +289,7 @@ impl Storage for ObjectStorage {
         while let Some(chunk) = stream.try_next().await.map_err(|e| self.error(e))? {
             written += chunk.len() as u64;
             if written > max_bytes {
-                return Err(RemoteError::Other {
+                return Err(RemoteError::TooLarge {
                     location: self.location.clone(),
                     detail: format!("{key} sent more than the {max_bytes} bytes accepted"),
                 });

@@ -26,6 +26,11 @@ pub struct Health {
     pub status: String,
     pub planner: String,
     pub version: String,
+    /// Who may call the plan and ingest routes: `none` (anyone: no token
+    /// is configured), `bearer` (one token for every route), `scoped` (a
+    /// plan token and a separate ingest token), `ingest_only` (plans are
+    /// anonymous, ingest needs the ingest token).
+    pub auth: String,
 }
 
 /// `GET /readyz`: `ready` (200) or `not_ready` (503).
@@ -66,6 +71,10 @@ pub struct FeedbackReply {
     pub used: usize,
     pub unused: usize,
     pub late: usize,
+    /// Whether the report changed the keys' stored feedback (and so what
+    /// plans offer): only a caller holding the ingest scope's does. Others
+    /// are counted in `/metrics` only.
+    pub counts_for_ranking: bool,
 }
 
 /// A reference to `T`'s schema (defined under `components`).
@@ -125,7 +134,8 @@ pub fn document() -> Value {
                 "requestBody": {"required": true, "content": {"application/json": {"schema": body}}},
                 "responses": gated(json!({
                     "200": reply("Ingested.", &ingested),
-                    "400": failure("Malformed or unsupported document."),
+                    "400": failure("Malformed or unsupported document, or a cache_key that is not 64 lowercase hex digits."),
+                    "403": failure("A valid token without the ingest scope (the plan token while an ingest token is set), or a namespace KACHE_PLANNER_INGEST_NAMESPACES does not admit."),
                     "500": failure("The database refused the write."),
                 })),
             }

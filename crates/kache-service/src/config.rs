@@ -21,9 +21,29 @@ pub struct Config {
         default_value = "/var/lib/kache/planner.db"
     )]
     pub db_path: PathBuf,
-    /// Bearer token required on plan and ingest routes; none accepts anonymous requests.
+    /// Bearer token required on plan, feedback and (without --ingest-token)
+    /// ingest routes; none accepts anonymous requests.
     #[arg(long, env = "KACHE_PLANNER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The only token that may ingest (`POST /v2/manifests`, `/v2/shards/…`);
+    /// it may also plan. With it set, the plan token gets 403 on ingest.
+    #[arg(long, env = "KACHE_PLANNER_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
+    /// Namespaces ingest may write, comma-separated, `*` matching any run of
+    /// characters (`ci-*,main`). A build manifest has no namespace: it feeds
+    /// every namespace's history, so only a list holding `*` itself admits it.
+    #[arg(
+        long,
+        env = "KACHE_PLANNER_INGEST_NAMESPACES",
+        default_value = "*",
+        value_parser = crate::auth::NamespacePatterns::parse
+    )]
+    pub ingest_namespaces: crate::auth::NamespacePatterns,
+    /// Most artifacts kept (in memory and in the database); past it the
+    /// least recently seen, then least seen, are dropped with their sightings.
+    #[arg(long, env = "KACHE_PLANNER_MAX_ARTIFACTS", default_value_t = crate::ingest::DEFAULT_MAX_ARTIFACTS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_artifacts: u64,
     /// Name reported in plans and on /healthz.
     #[arg(long, env = "KACHE_PLANNER_NAME", default_value = "planner")]
     pub planner_name: String,
@@ -80,6 +100,12 @@ impl Config {
     pub fn remote(&self) -> Option<kache_remote::Backend> {
         if let Some(dir) = &self.remote_dir {
             return Some(kache_remote::Backend::Fs(dir.clone()));
+        }
+        // No bucket but an OCI registry (`KACHE_OCI_*`, as the clients read them).
+        if self.s3_bucket.is_none()
+            && let Some(spec) = kache_remote::oci::OciSpec::from_env(None, None)
+        {
+            return Some(kache_remote::Backend::Oci(spec));
         }
         Some(kache_remote::Backend::S3(kache_remote::s3::S3Spec {
             bucket: self.s3_bucket.clone()?,

@@ -13,15 +13,21 @@
 //!
 //! Records are written whole (`UPSERT … CONTENT`) from the values the state
 //! computed, in batches, so a write is idempotent and replaying one is safe.
+//! Nothing is queried by field (the state is read whole at start), so the
+//! tables carry no secondary index: the seed's two are removed, which halves
+//! the cost of a write and of an eviction's deletes, and keeps SurrealDB's
+//! memory flat while a bounded state churns.
 
+use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use surrealdb::Surreal;
 use surrealdb::engine::local::{Db, SurrealKv};
+use surrealdb::{RecordId, Surreal};
 
-use crate::state::{Artifact, KeyFeedback, Sighting, State};
+use crate::state::{Artifact, Eviction, KeyFeedback, Records, Sighting};
 
 /// Rows per write query.
 const BATCH: usize = 2_000;
@@ -31,13 +37,58 @@ DEFINE TABLE IF NOT EXISTS artifact SCHEMALESS;
 DEFINE TABLE IF NOT EXISTS sighting SCHEMALESS;
 DEFINE TABLE IF NOT EXISTS scanned SCHEMALESS;
 DEFINE TABLE IF NOT EXISTS feedback SCHEMALESS;
-DEFINE INDEX IF NOT EXISTS sighting_scope ON sighting FIELDS kind, namespace, scope;
-DEFINE INDEX IF NOT EXISTS artifact_crate ON artifact FIELDS crate_name;
+REMOVE INDEX IF EXISTS sighting_scope ON sighting;
+REMOVE INDEX IF EXISTS artifact_crate ON artifact;
 ";
 
 /// An open database.
 pub struct Database {
+    store: Store,
+    /// Declared after `store`, so it is dropped after it.
+    runtime: DbRuntime,
+}
+
+/// The queries, on a handle that can be moved onto the database's runtime.
+#[derive(Clone)]
+pub struct Store {
     db: Surreal<Db>,
+}
+
+impl std::ops::Deref for Database {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// The runtime the database runs on: SurrealDB executes every query on the
+/// runtime it was opened from, and a large write is long stretches of CPU
+/// that never yield. On its own threads the operating system preempts it,
+/// so it cannot hold the workers plans are answered on.
+struct DbRuntime(Option<tokio::runtime::Runtime>);
+
+impl DbRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            // Only `drop` takes it.
+            None => unreachable!("the database runtime is gone before its database"),
+        }
+    }
+}
+
+impl Drop for DbRuntime {
+    /// Stops the database's tasks (closing the store) and waits for them,
+    /// from a plain thread: a runtime cannot be dropped inside another.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            let stopping = std::thread::spawn(move || {
+                runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+            });
+            let _ = stopping.join();
+        }
+    }
 }
 
 /// A record for `UPSERT … CONTENT`: the id beside the content.
@@ -91,8 +142,21 @@ impl Database {
         }
         let location = path.to_str().context("the database path is not UTF-8")?;
         // SurrealDB's error text already includes its cause; keep one copy.
-        let db = Surreal::new::<SurrealKv>(location)
+        // Wrapped at once: an early return must not drop a bare runtime here.
+        let runtime = DbRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("kache-db")
+                .enable_all()
+                .build()
+                .context("starting the database's runtime")?,
+        ));
+        let location = location.to_string();
+        let db = runtime
+            .handle()
+            .spawn(async move { Surreal::new::<SurrealKv>(location).await })
             .await
+            .context("opening the database")?
             .map_err(|e| anyhow::anyhow!("opening the database at {}: {e}", path.display()))?;
         db.use_ns("kache")
             .use_db("planner")
@@ -103,11 +167,47 @@ impl Database {
             .with_context(|| format!("defining the schema in {}", path.display()))?
             .check()
             .with_context(|| format!("defining the schema in {}", path.display()))?;
-        Ok(Self { db })
+        Ok(Self {
+            store: Store { db },
+            runtime,
+        })
     }
 
-    /// Reads the whole state.
-    pub async fn load(&self) -> Result<State> {
+    /// Writes artifacts and sightings (see [`Store::write`]) on the
+    /// database's own runtime, serialisation included, so a large write
+    /// takes no time from the workers plans are answered on.
+    pub async fn write_shared(
+        &self,
+        artifacts: Arc<Vec<(bool, Artifact)>>,
+        sightings: Arc<Vec<(bool, Sighting)>>,
+    ) -> Result<()> {
+        let store = self.store.clone();
+        self.run(async move { store.write(&artifacts, &sightings).await })
+            .await
+    }
+
+    /// Deletes what a bound evicted (see [`Store::delete`]) on the
+    /// database's own runtime.
+    pub async fn delete_shared(&self, eviction: Arc<Eviction>) -> Result<()> {
+        let store = self.store.clone();
+        self.run(async move { store.delete(&eviction).await }).await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.runtime
+            .handle()
+            .spawn(work)
+            .await
+            .context("the database task failed")?
+    }
+}
+
+impl Store {
+    /// Reads every record (the state is built from them by the caller).
+    pub async fn load(&self) -> Result<Records> {
         let mut response = self
             .db
             .query(
@@ -119,17 +219,45 @@ impl Database {
         let artifacts: Vec<Artifact> = response.take(0).context("reading artifacts")?;
         let sightings: Vec<Sighting> = response.take(1).context("reading sightings")?;
         let feedback: Vec<FeedbackRecord> = response.take(2).context("reading feedback")?;
-        let mut state = State::default();
-        for artifact in artifacts {
-            state.put_artifact(artifact);
+        Ok(Records {
+            artifacts,
+            sightings,
+            feedback: feedback
+                .into_iter()
+                .map(|record| (record.cache_key, record.counts))
+                .collect(),
+        })
+    }
+
+    /// Deletes what a bound evicted: artifacts by key, sightings by id,
+    /// feedback by key. Deleting a record that is not there is no error, so
+    /// replaying an eviction is safe.
+    pub async fn delete(&self, eviction: &Eviction) -> Result<()> {
+        let feedback: Vec<String> = eviction
+            .feedback
+            .iter()
+            .map(|key| blake3::hash(key.as_bytes()).to_hex().to_string())
+            .collect();
+        for (table, ids) in [
+            ("sighting", &eviction.sightings),
+            ("feedback", &feedback),
+            ("artifact", &eviction.artifacts),
+        ] {
+            for chunk in ids.chunks(BATCH) {
+                let records: Vec<RecordId> = chunk
+                    .iter()
+                    .map(|id| RecordId::from_table_key(table, id.as_str()))
+                    .collect();
+                self.db
+                    .query("DELETE $records RETURN NONE")
+                    .bind(("records", records))
+                    .await
+                    .with_context(|| format!("deleting {table} records"))?
+                    .check()
+                    .with_context(|| format!("deleting {table} records"))?;
+            }
         }
-        for sighting in sightings {
-            state.put_sighting(sighting);
-        }
-        for record in feedback {
-            state.put_feedback(record.cache_key, record.counts);
-        }
-        Ok(state)
+        Ok(())
     }
 
     /// Writes the feedback counts of keys, whole (they replace what was

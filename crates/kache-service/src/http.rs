@@ -2,7 +2,9 @@
 //!
 //! `POST /v1/prefetch-plan` and `/v2/prefetch-plan` share one handler. A plan
 //! that cannot execute is `use_fallback` with HTTP 200, never an error. Auth
-//! (when a token is set) is checked first, readiness second, the body last.
+//! (when a token is set; scopes in `auth.rs`) is checked first, readiness
+//! second, the body last: an ingest body is read only once its sender is
+//! let in, and at most [`INGEST_PERMITS`] at a time.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -13,7 +15,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,22 +23,31 @@ use kache_core::manifest::{BuildManifest, Shard};
 use kache_core::plan::{
     BuildIntent, Chosen, Disposition, Fallback, Planned, PrefetchPlan, SourceKind, plan,
 };
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, Semaphore};
 use tracing::{info, warn};
 
 use crate::api::{ErrorReply, Feedback, FeedbackReply, Health, IngestReply, Readiness};
-use crate::ingest::{self, Backend, Mode};
+use crate::auth::{Auth, Denied};
+use crate::ingest::{self, Backend, Limits, Mode};
 use crate::metrics::{FeedbackLabel, Metrics, OutcomeLabel};
 use crate::state::{FailingSource, SourceError};
 
 /// Request bodies larger than this get 413.
 pub const BODY_LIMIT: usize = 8 << 20;
 
+/// Ingest requests whose bodies may be in memory at once (one being
+/// stored, one being parsed); others wait for a permit before their body is
+/// read, so a burst of large documents cannot pile up.
+pub const INGEST_PERMITS: usize = 2;
+
 /// Everything a request handler needs.
 pub struct App {
     pub planner: String,
-    /// blake3 of the configured token: compared in constant time, never logged.
-    token: Option<blake3::Hash>,
+    /// The tokens (hashed, never logged) and what each may do.
+    pub auth: Auth,
+    /// How much state a backend keeps.
+    pub limits: Limits,
+    ingest_permits: Semaphore,
     ready: AtomicBool,
     pub backend: RwLock<Option<Backend>>,
     pub metrics: Metrics,
@@ -95,10 +106,12 @@ impl PlanLog {
 }
 
 impl App {
-    pub fn new(planner: String, token: Option<&str>) -> Self {
+    pub fn new(planner: String, auth: Auth, limits: Limits) -> Self {
         Self {
             planner,
-            token: token.map(|t| blake3::hash(t.as_bytes())),
+            auth,
+            limits,
+            ingest_permits: Semaphore::new(INGEST_PERMITS),
             ready: AtomicBool::new(false),
             backend: RwLock::new(None),
             metrics: Metrics::new(),
@@ -113,7 +126,7 @@ impl App {
         let mut slot = self.backend.write().await;
         let ready = backend.is_some();
         if let Some(backend) = &backend {
-            self.publish_state_size(backend);
+            self.publish_state_size(backend).await;
         }
         *slot = backend;
         self.ready.store(ready, Ordering::SeqCst);
@@ -124,23 +137,28 @@ impl App {
         self.ready.load(Ordering::SeqCst)
     }
 
-    pub fn publish_state_size(&self, backend: &Backend) {
-        self.metrics
-            .artifacts
-            .set(backend.state.artifact_count() as i64);
-        self.metrics.crates.set(backend.state.crate_count() as i64);
+    pub async fn publish_state_size(&self, backend: &Backend) {
+        let (artifacts, crates) = backend.sizes().await;
+        self.metrics.artifacts.set(artifacts as i64);
+        self.metrics.crates.set(crates as i64);
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(expected) = &self.token else {
-            return true;
-        };
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        // blake3::Hash equality is constant-time.
-        presented.is_some_and(|token| blake3::hash(token.as_bytes()) == *expected)
+    /// Counts what an ingest evicted.
+    pub fn count_evictions(&self, summary: &ingest::Summary) {
+        self.metrics
+            .evicted_artifacts
+            .inc_by(summary.evicted_artifacts as u64);
+        self.metrics
+            .evicted_sightings
+            .inc_by(summary.evicted_sightings as u64);
+    }
+}
+
+/// The answer to a refused request: 401 or 403.
+fn refusal(denied: Denied) -> Response {
+    match denied {
+        Denied::Unauthenticated => error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"),
+        Denied::Forbidden(message) => error(StatusCode::FORBIDDEN, message),
     }
 }
 
@@ -177,6 +195,7 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
         status: "ok".into(),
         planner: app.planner.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
+        auth: app.auth.mode().into(),
     })
     .into_response()
 }
@@ -219,9 +238,9 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> {
 
 async fn prefetch_plan(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
-    if !app.authorized(&headers) {
+    if let Err(denied) = app.auth.plan(&headers) {
         app.metrics.count("unauthorized");
-        return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        return refusal(denied);
     }
     let guard = app.backend.read().await;
     let Some(backend) = guard.as_ref().filter(|_| app.is_ready()) else {
@@ -235,13 +254,14 @@ async fn prefetch_plan(State(app): State<Arc<App>>, headers: HeaderMap, body: By
             return error(StatusCode::BAD_REQUEST, message);
         }
     };
+    let state = backend.state.read().await;
     // A bug in planning must not become an HTTP error: it is a fallback.
-    let failing = FailingSource(&backend.state);
+    let failing = FailingSource(&state);
     let planned = std::panic::catch_unwind(AssertUnwindSafe(|| {
         if app.fault_planning {
             plan(&intent, &failing)
         } else {
-            plan(&intent, &backend.state)
+            plan(&intent, &*state)
         }
     }))
     .map_err(|_| SourceError("planning panicked".into()))
@@ -286,33 +306,46 @@ async fn prefetch_plan(State(app): State<Arc<App>>, headers: HeaderMap, body: By
     let mut body = Vec::with_capacity(256 + 128 * response.candidates.len());
     response.write_json(&mut body);
     drop(response);
+    drop(state);
     drop(guard);
     app.metrics.latency.observe(started.elapsed().as_secs_f64());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Shared gate of the ingest routes: auth, then readiness; `Some` is the refusal.
-fn gate(app: &App, headers: &HeaderMap) -> Option<Response> {
-    if !app.authorized(headers) {
-        return Some(error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token",
-        ));
-    }
+/// Shared gate of the ingest routes: auth (for a shard's `namespace`, or a
+/// manifest), then readiness, then a permit; then the body is read. `Err` is
+/// the refusal.
+async fn admit<'a>(
+    app: &'a App,
+    headers: &HeaderMap,
+    namespace: Option<&str>,
+    request: Request,
+) -> Result<(tokio::sync::SemaphorePermit<'a>, Bytes), Response> {
+    app.auth.ingest(headers, namespace).map_err(refusal)?;
     if !app.is_ready() {
-        return Some(error(StatusCode::SERVICE_UNAVAILABLE, "not ready"));
+        return Err(error(StatusCode::SERVICE_UNAVAILABLE, "not ready"));
     }
-    None
+    let permit = app
+        .ingest_permits
+        .acquire()
+        .await
+        .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    // Honours the router's DefaultBodyLimit: 413 past it.
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((permit, body))
 }
 
 async fn apply(app: &App, kind: &str, observations: Vec<ingest::Observation>) -> Response {
-    let mut guard = app.backend.write().await;
-    let Some(backend) = guard.as_mut() else {
+    let guard = app.backend.read().await;
+    let Some(backend) = guard.as_ref() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "not ready");
     };
     match backend.ingest(&observations, Mode::Count).await {
         Ok(summary) => {
-            app.publish_state_size(backend);
+            app.publish_state_size(backend).await;
+            app.count_evictions(&summary);
             app.metrics
                 .ingested
                 .get_or_create(&crate::metrics::KindLabel {
@@ -323,6 +356,7 @@ async fn apply(app: &App, kind: &str, observations: Vec<ingest::Observation>) ->
                 kind,
                 observations = summary.observations,
                 new_artifacts = summary.new_artifacts,
+                evicted_artifacts = summary.evicted_artifacts,
                 "ingested"
             );
             let reply = IngestReply {
@@ -341,36 +375,50 @@ async fn apply(app: &App, kind: &str, observations: Vec<ingest::Observation>) ->
     }
 }
 
-async fn ingest_manifest(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refusal) = gate(&app, &headers) {
-        return refusal;
-    }
-    let manifest: BuildManifest = match parse(&body) {
-        Ok(manifest) => manifest,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+/// `POST /v2/manifests`. Signature checks of the document belong between
+/// parsing and [`ingest::from_manifest`].
+async fn ingest_manifest(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    request: Request,
+) -> Response {
+    let (_permit, body) = match admit(&app, &headers, None, request).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
-    match ingest::from_manifest(&manifest) {
+    // Parsing megabytes is CPU-bound: the worker's other tasks (plans)
+    // move elsewhere meanwhile.
+    let observations = tokio::task::block_in_place(|| {
+        let manifest: BuildManifest = parse(&body)?;
+        drop(body);
+        ingest::from_manifest(&manifest).map_err(|err| format!("{err:#}"))
+    });
+    match observations {
         Ok(observations) => apply(&app, "manifest", observations).await,
-        Err(err) => error(StatusCode::BAD_REQUEST, format!("{err:#}")),
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
     }
 }
 
+/// `POST /v2/shards/{namespace}/{shard_hash}`. Signature checks of the
+/// document belong between parsing and [`ingest::from_shard`].
 async fn ingest_shard(
     State(app): State<Arc<App>>,
     Path((namespace, shard_hash)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
-    if let Some(refusal) = gate(&app, &headers) {
-        return refusal;
-    }
-    let shard: Shard = match parse(&body) {
-        Ok(shard) => shard,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    let (_permit, body) = match admit(&app, &headers, Some(&namespace), request).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
-    match ingest::from_shard(&namespace, &shard_hash, &shard) {
+    let observations = tokio::task::block_in_place(|| {
+        let shard: Shard = parse(&body)?;
+        drop(body);
+        ingest::from_shard(&namespace, &shard_hash, &shard).map_err(|err| format!("{err:#}"))
+    });
+    match observations {
         Ok(observations) => apply(&app, "shard", observations).await,
-        Err(err) => error(StatusCode::BAD_REQUEST, format!("{err:#}")),
+        Err(message) => error(StatusCode::BAD_REQUEST, message),
     }
 }
 
@@ -387,11 +435,16 @@ fn feedback_reply(app: &App, outcome: &str, response: Response) -> Response {
 
 /// One report per plan: a second one (or one for a plan this process did
 /// not make, or forgot) is 404. Every key must be a candidate of the plan.
+///
+/// Every accepted report is counted in `/metrics`; only one from a caller
+/// holding the ingest scope changes the keys' stored feedback, and with it
+/// what plans offer (a key reported unused three times and never used is
+/// no longer guessed). With one token, or none, every caller holds it.
 async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !app.authorized(&headers) {
-        let refusal = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        return feedback_reply(&app, "unauthorized", refusal);
-    }
+    let caller = match app.auth.plan(&headers) {
+        Ok(caller) => caller,
+        Err(denied) => return feedback_reply(&app, "unauthorized", refusal(denied)),
+    };
     if !app.is_ready() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "not ready");
     }
@@ -431,7 +484,8 @@ async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: By
         }
         log.plans.remove(&feedback.plan_id)
     };
-    if let Some(backend) = app.backend.write().await.as_mut()
+    if caller.may_ingest
+        && let Some(backend) = app.backend.read().await.as_ref()
         && let Err(err) = backend
             .record_feedback(&feedback.used, &feedback.unused)
             .await
@@ -463,6 +517,7 @@ async fn plan_feedback(State(app): State<Arc<App>>, headers: HeaderMap, body: By
         used: feedback.used.len(),
         unused: feedback.unused.len(),
         late: feedback.late.len(),
+        counts_for_ranking: caller.may_ingest,
     };
     feedback_reply(&app, "ok", axum::Json(reply).into_response())
 }

@@ -9,6 +9,7 @@
 //! manifests and shards clients write.
 
 mod api;
+mod auth;
 mod config;
 mod db;
 mod ha;
@@ -24,19 +25,33 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::http::App;
-use crate::ingest::{Backend, Mode};
+use crate::ingest::{Backend, Limits, Mode};
 
 /// mimalloc: plans allocate many small short-lived objects on every worker
 /// thread at once, where glibc's allocator spent a quarter of the time.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// SurrealKV caches the values it writes up to half the machine's (or the
+/// cgroup's) memory less 1 GiB: gigabytes on a large node, growing with every
+/// record ingested although the planner reads the database only at start.
+/// The planner's memory is its own bounded state, so the cache is held small
+/// unless this variable is set.
+const VALUE_CACHE_VARIABLE: &str = "SURREAL_SURREALKV_MAX_VALUE_CACHE_SIZE";
+const VALUE_CACHE_BYTES: &str = "16777216";
+
 fn main() -> std::process::ExitCode {
+    if std::env::var_os(VALUE_CACHE_VARIABLE).is_none() {
+        // SAFETY: no other thread exists yet (the runtime starts below), so
+        // nothing reads the environment while it is changed.
+        unsafe { std::env::set_var(VALUE_CACHE_VARIABLE, VALUE_CACHE_BYTES) };
+    }
     let config = Config::parse();
     let filter = std::env::var("KACHE_LOG").unwrap_or_else(|_| "kache_service=info".to_string());
     tracing_subscriber::fmt()
@@ -62,15 +77,18 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Opens the database, loads the state, and imports the seed snapshot.
+/// Opens the database, loads the state (within `app.limits`), and imports
+/// the seed snapshot.
 pub async fn open_backend(db_path: &Path, seed: Option<&Path>, app: &App) -> Result<Backend> {
-    let mut backend = Backend::open(db_path).await?;
+    let (backend, evicted) = Backend::open(db_path, app.limits).await?;
+    app.count_evictions(&evicted);
     if let Some(seed) = seed {
         let snapshot = ingest::read_seed(seed)?;
         let observations = ingest::from_seed(&snapshot)
             .with_context(|| format!("seed snapshot {} is not valid", seed.display()))?;
         let started = std::time::Instant::now();
         let summary = backend.ingest(&observations, Mode::Idempotent).await?;
+        app.count_evictions(&summary);
         app.metrics
             .ingested
             .get_or_create(&metrics::KindLabel {
@@ -87,20 +105,44 @@ pub async fn open_backend(db_path: &Path, seed: Option<&Path>, app: &App) -> Res
         );
     }
     let stored = backend.stored_artifacts().await.unwrap_or(0);
+    let (artifacts, crates) = backend.sizes().await;
     info!(
-        artifacts = backend.state.artifact_count(),
-        crates = backend.state.crate_count(),
+        artifacts,
+        crates,
         stored,
+        max_artifacts = app.limits.max_artifacts,
         "state loaded"
     );
     Ok(backend)
 }
 
 async fn serve(config: Config) -> Result<()> {
-    let app = Arc::new(App::new(
-        config.planner_name.clone(),
+    if config.ingest_token.is_some() && config.ingest_token == config.token {
+        bail!(
+            "--ingest-token must differ from --token: the plan token would hold the ingest scope"
+        );
+    }
+    let auth = Auth::new(
         config.token.as_deref(),
-    ));
+        config.ingest_token.as_deref(),
+        config.ingest_namespaces.clone(),
+    );
+    match auth.mode() {
+        "none" => warn!(
+            "no token is set (--token / KACHE_PLANNER_TOKEN): every route accepts anonymous \
+             requests, so anyone who reaches this port can ingest into any namespace and report \
+             feedback that drops keys from every plan; set a token (and --ingest-token for \
+             ingest) before exposing it"
+        ),
+        "ingest_only" => warn!(
+            "no plan token is set (--token / KACHE_PLANNER_TOKEN): plans and feedback are \
+             anonymous; only ingest needs the ingest token"
+        ),
+        _ => {}
+    }
+    let limits = Limits::new(config.max_artifacts);
+    let app = Arc::new(App::new(config.planner_name.clone(), auth, limits));
+    app.metrics.max_artifacts.set(limits.max_artifacts as i64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     // Check everything that can fail at start before binding the port.
@@ -124,7 +166,13 @@ async fn serve(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", config.bind))?;
     let addr = listener.local_addr()?;
-    info!(%addr, planner = config.planner_name, auth = config.token.is_some(), "listening");
+    info!(
+        %addr,
+        planner = config.planner_name,
+        auth = app.auth.mode(),
+        ingest_namespaces = %app.auth.namespaces(),
+        "listening"
+    );
     // Tests and scripts read this line to find an ephemeral port.
     println!("kache-service listening on http://{addr}");
 

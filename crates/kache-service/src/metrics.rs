@@ -60,6 +60,11 @@ pub struct Metrics {
     pub scan_skipped: Counter,
     /// Bucket scans that failed (the bucket was unreachable).
     pub scan_errors: Counter,
+    /// Records dropped to stay within `KACHE_PLANNER_MAX_ARTIFACTS`.
+    pub evicted_artifacts: Counter,
+    pub evicted_sightings: Counter,
+    /// The configured `KACHE_PLANNER_MAX_ARTIFACTS`.
+    pub max_artifacts: Gauge<i64, AtomicI64>,
     /// Reported candidates and their bytes, by source and result.
     /// Precision is used / (used + unused); wasted bytes are the `unused`
     /// bytes; the on-time share is 1 - late / used.
@@ -139,6 +144,24 @@ impl Metrics {
             "Bucket scans that failed",
             scan_errors.clone(),
         );
+        let evicted_artifacts = Counter::default();
+        registry.register(
+            "evicted_artifacts",
+            "Artifacts dropped (least recently seen first) to stay within the state bound",
+            evicted_artifacts.clone(),
+        );
+        let evicted_sightings = Counter::default();
+        registry.register(
+            "evicted_sightings",
+            "Sightings dropped with their artifacts or on their own bound",
+            evicted_sightings.clone(),
+        );
+        let max_artifacts = Gauge::default();
+        registry.register(
+            "state_max_artifacts",
+            "The state bound: most artifacts kept (KACHE_PLANNER_MAX_ARTIFACTS)",
+            max_artifacts.clone(),
+        );
         let feedback_candidates = Family::<FeedbackLabel, Counter>::default();
         let feedback_bytes = Family::<FeedbackLabel, Counter>::default();
         for source in SOURCES {
@@ -187,6 +210,9 @@ impl Metrics {
             ingested,
             scan_skipped,
             scan_errors,
+            evicted_artifacts,
+            evicted_sightings,
+            max_artifacts,
         }
     }
 

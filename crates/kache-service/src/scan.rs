@@ -89,7 +89,7 @@ pub async fn scan_once(
             let Some(backend) = guard.as_ref() else {
                 return Ok((ingested, skipped));
             };
-            if backend.scanned(&object.name) == Some(version.as_str()) {
+            if backend.scanned(&object.name).as_deref() == Some(version.as_str()) {
                 continue;
             }
         }
@@ -98,18 +98,24 @@ pub async fn scan_once(
         } else {
             storage.get(&object.name).await?
         };
+        // Signature checks of the document belong in `observations`,
+        // between parsing and ingest.
         let parsed = body
             .ok_or_else(|| anyhow::anyhow!("missing or larger than {MAX_DOCUMENT_BYTES} bytes"))
             .and_then(|bytes| observations(&kind, &bytes));
-        let mut guard = app.backend.write().await;
-        let Some(backend) = guard.as_mut() else {
+        // Shared: plans go on while this document is stored (see ingest.rs).
+        let guard = app.backend.read().await;
+        let Some(backend) = guard.as_ref() else {
             return Ok((ingested, skipped));
         };
         match parsed {
             Ok(observations) => {
-                if let Err(err) = backend.ingest(&observations, Mode::Count).await {
-                    warn!(object = object.name, "ingesting failed: {err:#}");
-                    continue;
+                match backend.ingest(&observations, Mode::Count).await {
+                    Ok(summary) => app.count_evictions(&summary),
+                    Err(err) => {
+                        warn!(object = object.name, "ingesting failed: {err:#}");
+                        continue;
+                    }
                 }
                 let label = match kind {
                     Document::Manifest => "bucket_manifest",
@@ -135,7 +141,7 @@ pub async fn scan_once(
         }
     }
     if let Some(backend) = app.backend.read().await.as_ref() {
-        app.publish_state_size(backend);
+        app.publish_state_size(backend).await;
     }
     Ok((ingested, skipped))
 }

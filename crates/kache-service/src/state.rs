@@ -225,9 +225,172 @@ pub struct State {
     interned: HashMap<Identity, Arc<Identity>>,
     /// Key → plan feedback (stored in the database's `feedback` table).
     feedback: FastMap<String, KeyFeedback>,
+    /// Inside [`State::batch`]: the crates to rerank once at its end,
+    /// instead of after every record.
+    deferred: Option<FastSet<String>>,
+}
+
+/// Every record of a state, as the database stores them.
+#[derive(Debug, Default)]
+pub struct Records {
+    pub artifacts: Vec<Artifact>,
+    pub sightings: Vec<Sighting>,
+    pub feedback: Vec<(String, KeyFeedback)>,
+}
+
+/// What a bound drops: artifact keys, sighting ids, and the keys whose
+/// feedback goes with their artifact.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Eviction {
+    pub artifacts: Vec<String>,
+    pub sightings: Vec<String>,
+    pub feedback: Vec<String>,
+}
+
+impl Eviction {
+    pub fn is_empty(&self) -> bool {
+        self.artifacts.is_empty() && self.sightings.is_empty()
+    }
+}
+
+/// Granularity of "oldest" when choosing what to evict: among records last
+/// seen within the same hour, the least seen go first.
+const EVICTION_AGE_STEP_MS: u64 = 3_600_000;
+
+/// The eviction order, first to go first: last seen (by hour), seen count,
+/// then exact time and id, so the choice is deterministic.
+fn eviction_rank(last_seen: u64, seen_count: u64, id: &str) -> (u64, u64, u64, &str) {
+    (last_seen / EVICTION_AGE_STEP_MS, seen_count, last_seen, id)
+}
+
+/// How many of `count` records to drop under `max`: none while at most
+/// `max`, else down to 90 % of it, so that a full state does not evict (and
+/// rebuild) on every ingest.
+fn excess(count: usize, max: usize) -> usize {
+    if count <= max {
+        0
+    } else {
+        count - (max - max / 10).max(1)
+    }
 }
 
 impl State {
+    /// A state holding `records`, ranked once at the end.
+    pub fn from_records(records: Records) -> Self {
+        let mut state = Self::default();
+        state.batch(|state| {
+            for artifact in records.artifacts {
+                state.put_artifact(artifact);
+            }
+            for sighting in records.sightings {
+                state.put_sighting(sighting);
+            }
+        });
+        for (key, counts) in records.feedback {
+            state.put_feedback(key, counts);
+        }
+        state
+    }
+
+    /// Runs `change` with reranking deferred: every crate it touched is
+    /// reranked once when it returns (a large ingest costs one sort per
+    /// crate, not one per record).
+    pub fn batch<R>(&mut self, change: impl FnOnce(&mut Self) -> R) -> R {
+        let outer = self.deferred.is_some();
+        if !outer {
+            self.deferred = Some(FastSet::default());
+        }
+        let result = change(self);
+        if !outer && let Some(crates) = self.deferred.take() {
+            for name in crates {
+                self.rerank(&name);
+            }
+        }
+        result
+    }
+
+    /// Whether more than `max_artifacts` artifacts or `max_sightings`
+    /// sightings are held.
+    pub fn over_bound(&self, max_artifacts: usize, max_sightings: usize) -> bool {
+        self.artifacts.len() > max_artifacts || self.sightings.len() > max_sightings
+    }
+
+    /// What to drop to get back under the bound (to 90 % of it): the
+    /// artifacts last seen longest ago, least seen first among those of the
+    /// same hour, each with its sightings and feedback; then, if sightings
+    /// are still over their bound, the oldest sightings by the same order.
+    pub fn eviction(&self, max_artifacts: usize, max_sightings: usize) -> Eviction {
+        let mut eviction = Eviction::default();
+        let drop_artifacts = excess(self.artifacts.len(), max_artifacts);
+        if drop_artifacts > 0 {
+            let mut order: Vec<&Artifact> = self.artifacts.values().collect();
+            order.select_nth_unstable_by_key(drop_artifacts - 1, |a| {
+                eviction_rank(a.last_seen, a.seen_count, &a.cache_key)
+            });
+            eviction.artifacts = order[..drop_artifacts]
+                .iter()
+                .map(|a| a.cache_key.clone())
+                .collect();
+        }
+        let gone: FastSet<&str> = eviction.artifacts.iter().map(String::as_str).collect();
+        let mut remaining: Vec<(&String, &Sighting)> = Vec::with_capacity(self.sightings.len());
+        for (id, sighting) in &self.sightings {
+            if gone.contains(sighting.cache_key.as_str()) {
+                eviction.sightings.push(id.clone());
+            } else {
+                remaining.push((id, sighting));
+            }
+        }
+        let drop_sightings = excess(remaining.len(), max_sightings);
+        if drop_sightings > 0 {
+            remaining.select_nth_unstable_by_key(drop_sightings - 1, |(id, s)| {
+                eviction_rank(s.last_seen, s.seen_count, id)
+            });
+            eviction.sightings.extend(
+                remaining[..drop_sightings]
+                    .iter()
+                    .map(|(id, _)| (*id).clone()),
+            );
+        }
+        eviction.feedback = eviction
+            .artifacts
+            .iter()
+            .filter(|key| self.feedback.contains_key(key.as_str()))
+            .cloned()
+            .collect();
+        eviction
+    }
+
+    /// Copies of the records that remain after `eviction`.
+    pub fn kept(&self, eviction: &Eviction) -> Records {
+        let artifacts: FastSet<&str> = eviction.artifacts.iter().map(String::as_str).collect();
+        let sightings: FastSet<&str> = eviction.sightings.iter().map(String::as_str).collect();
+        Records {
+            artifacts: self
+                .artifacts
+                .values()
+                .filter(|a| !artifacts.contains(a.cache_key.as_str()))
+                .cloned()
+                .collect(),
+            sightings: self
+                .sightings
+                .iter()
+                .filter(|(id, _)| !sightings.contains(id.as_str()))
+                .map(|(_, s)| s.clone())
+                .collect(),
+            feedback: self
+                .feedback
+                .iter()
+                .filter(|(key, _)| !artifacts.contains(key.as_str()))
+                .map(|(key, counts)| (key.clone(), *counts))
+                .collect(),
+        }
+    }
+
+    pub fn sighting_count(&self) -> usize {
+        self.sightings.len()
+    }
+
     /// The shared copy of a crate name.
     fn name(&mut self, crate_name: &str) -> Arc<str> {
         if let Some(name) = self.names.get(crate_name) {
@@ -472,6 +635,12 @@ impl State {
     /// Called whenever a count or an identity in them may have changed.
     fn rerank(&mut self, crate_name: &str) {
         let name = normalize_crate(crate_name);
+        if let Some(deferred) = &mut self.deferred {
+            if !deferred.contains(name.as_ref()) {
+                deferred.insert(name.into_owned());
+            }
+            return;
+        }
         let Self {
             by_scope,
             by_crate,

@@ -26,13 +26,18 @@ fn init(filter: &str) {
         .try_init();
 }
 
-/// For the daemon: `KACHE_LOG` (default `info`) appended to its log file.
+/// For the daemon: `KACHE_LOG` (default `info`) appended to its log file
+/// (mode 0600).
 pub fn init_for_daemon(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(path)
         .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    // A log from before the mode was set: the user's alone too.
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
     let filter = std::env::var("KACHE_LOG").unwrap_or_else(|_| "kache=info".to_string());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

@@ -3,6 +3,8 @@
 //! `argv[1]` decides the mode (see ARCHITECTURE.md):
 //! - rustc or clippy-driver: kache is cargo's `RUSTC_WRAPPER` for that compile;
 //! - a kache subcommand or an option: the command-line tool;
+//! - `build-script-run`: a build-script launcher's call (see
+//!   `wrapper::build_run`, behind `KACHE_CACHE_BUILD_SCRIPTS=1`);
 //! - any other program that exists (a path, or a name on `PATH`): the `cc`
 //!   crate's compiler wrapper mode, which caches C-family object compiles and
 //!   runs everything else exactly as asked;
@@ -13,10 +15,13 @@ mod cli;
 mod config;
 mod daemon;
 mod events;
+mod fault;
 mod lockfile;
 mod logging;
+mod owner;
 mod remote;
 mod store;
+mod trust;
 mod wrapper;
 
 use std::process::ExitCode;
@@ -28,6 +33,8 @@ fn main() -> ExitCode {
     if let Some(first) = rest.first() {
         let code = if wrapper::is_compiler(first) {
             Some(wrapper::run(first.clone(), rest[1..].to_vec()))
+        } else if first == wrapper::BUILD_SCRIPT_RUN {
+            Some(wrapper::run_build_script(rest[1..].to_vec()))
         } else if wrapper::is_other_program(first, cli::is_command) {
             Some(wrapper::run_program(first.clone(), rest[1..].to_vec()))
         } else {

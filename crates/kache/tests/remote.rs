@@ -192,10 +192,12 @@ fn the_shared_directory_backend_round_trips_with_the_exact_layout() {
             "crate_name",
             "file_count",
             "original_bytes",
+            "pack_blake3",
             "pack_bytes",
             "pack_key",
             "version"
-        ]
+        ],
+        "DESIGN.md's fields, plus the pack hash a signature binds (no signing key here: no signature)"
     );
     assert_eq!(json["version"], 3);
     assert_eq!(json["cache_key"], key.as_str());
@@ -204,6 +206,10 @@ fn the_shared_directory_backend_round_trips_with_the_exact_layout() {
     assert_eq!(json["pack_key"], pack_key.as_str());
     let pack = shared.join(&pack_key);
     assert_eq!(json["pack_bytes"], std::fs::metadata(&pack).unwrap().len());
+    let pack_hash = blake3::hash(&std::fs::read(&pack).unwrap())
+        .to_hex()
+        .to_string();
+    assert_eq!(json["pack_blake3"], pack_hash.as_str());
     assert!(json["file_count"].as_u64().unwrap() >= 2);
 
     // The pack: a zstd tar whose first member is meta.json.

@@ -8,6 +8,10 @@
 //! whole file is checked the way kache reads it before it is written, after
 //! a confirmation. A file that does not parse opens as an empty document with
 //! the error shown; saving then keeps the old text beside it (`.broken`).
+//!
+//! The file is written mode 0600, and a file that would hold a secret (the
+//! planner token) is not written inside a git work tree unless `--force`
+//! says so: a token in a repository's `.kache.toml` ends up in a commit.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -28,6 +32,10 @@ use crate::config::Config;
 pub struct Args {
     /// The file to edit (default: the one kache reads, else the XDG one).
     path: Option<PathBuf>,
+    /// Write a secret (the planner token) even into a file inside a git
+    /// work tree.
+    #[arg(long)]
+    force: bool,
 }
 
 /// What a field holds, and so how a typed value is checked.
@@ -202,6 +210,68 @@ fn parse(kind: Kind, text: &str) -> Result<toml_edit::Value, String> {
     }
 }
 
+/// Why `doc` may not be saved at `path`: it holds a secret (a
+/// [`Kind::Secret`] field) and `path` is inside a git work tree, without
+/// `--force`. `None`: it may.
+fn secret_refusal(doc: &DocumentMut, path: &Path, force: bool) -> Option<String> {
+    if force {
+        return None;
+    }
+    let secret = FIELDS.iter().find(|field| {
+        matches!(field.kind, Kind::Secret) && {
+            let mut item = doc.as_item();
+            field.table.iter().all(|name| match item.get(name) {
+                Some(next) => {
+                    item = next;
+                    true
+                }
+                None => false,
+            }) && item.get(field.key).is_some()
+        }
+    })?;
+    let tree = git_work_tree(path)?;
+    Some(format!(
+        "not saved: {} is in the git work tree {} and would hold {}; keep it in your \
+         own config (or the environment), or run `kache config --force`",
+        path.display(),
+        tree.display(),
+        field_name(secret)
+    ))
+}
+
+/// Replaces `path` with `text`, mode 0600 (whatever mode the old file had),
+/// through a temp file and a rename.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("toml.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// `cache.planner.token`, for messages.
+fn field_name(field: &Field) -> String {
+    format!("{}.{}", field.table.join("."), field.key)
+}
+
+/// The git work tree `path` is inside (a directory above it holds `.git`).
+fn git_work_tree(path: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(path).ok()?;
+    absolute
+        .ancestors()
+        .skip(1)
+        .find(|dir| dir.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
 struct Editor {
     path: PathBuf,
     doc: DocumentMut,
@@ -215,6 +285,8 @@ struct Editor {
     /// Asking whether to overwrite the file.
     confirming: bool,
     dirty: bool,
+    /// `--force`: a secret may be saved inside a git work tree.
+    force: bool,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -255,6 +327,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         message,
         confirming: false,
         dirty: false,
+        force: args.force,
     };
     let mut terminal = ratatui::init();
     let result = editor.run(&mut terminal);
@@ -395,6 +468,10 @@ impl Editor {
             self.message = format!("not saved, the file would not load: {err:#}");
             return;
         }
+        if let Some(refusal) = secret_refusal(&self.doc, &self.path, self.force) {
+            self.message = refusal;
+            return;
+        }
         self.confirming = true;
         self.message = format!("overwrite {}? y/n", self.path.display());
     }
@@ -406,9 +483,7 @@ impl Editor {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = self.path.with_extension("toml.tmp");
-        std::fs::write(&tmp, self.doc.to_string())?;
-        std::fs::rename(&tmp, &self.path)?;
+        write_private(&self.path, &self.doc.to_string())?;
         self.broken = None;
         self.dirty = false;
         self.message = format!("saved {}", self.path.display());
@@ -503,5 +578,34 @@ mod tests {
         );
         assert!(parse(Kind::Choice(&["s3", "fs"]), "ftp").is_err());
         assert_eq!(parse(Kind::Bool, "yes").unwrap().as_bool(), Some(true));
+    }
+
+    #[test]
+    fn the_file_is_written_0600_even_over_a_0644_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&path, "[cache]\n").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[cache]\n");
+    }
+
+    #[test]
+    fn a_token_is_not_saved_inside_a_git_work_tree_without_force() {
+        let root = tempfile::tempdir().unwrap();
+        let repo = root.path().join("repo");
+        std::fs::create_dir_all(repo.join(".git")).unwrap();
+        let path = repo.join(".kache.toml");
+        let with_token: DocumentMut = "[cache.planner]\ntoken = \"t\"\n".parse().unwrap();
+        let without: DocumentMut = "[cache]\nmax_size = \"1G\"\n".parse().unwrap();
+        let refusal = secret_refusal(&with_token, &path, false).expect("refused");
+        assert!(refusal.contains("cache.planner.token"), "{refusal}");
+        assert_eq!(secret_refusal(&with_token, &path, true), None, "--force");
+        assert_eq!(secret_refusal(&without, &path, false), None, "no secret");
+        let outside = root.path().join("config.toml");
+        assert_eq!(secret_refusal(&with_token, &outside, false), None);
     }
 }

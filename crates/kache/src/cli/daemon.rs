@@ -49,6 +49,7 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     match args.action {
         None => status(config),
         Some(Action::Run) => {
+            crate::owner::private_dir(dir)?;
             rotate_log(dir);
             crate::logging::init_for_daemon(&client::log_path(dir))?;
             let seed = config
@@ -113,6 +114,7 @@ fn status(config: &Config) -> Result<ExitCode> {
 }
 
 fn stop(dir: &Path, drain: u64) -> Result<ExitCode> {
+    crate::owner::check_socket(&client::socket_path(dir))?;
     let Some(status) = client::status(dir) else {
         println!("no kache daemon runs for {}", dir.display());
         return Ok(ExitCode::SUCCESS);

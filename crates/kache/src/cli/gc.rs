@@ -22,28 +22,40 @@ pub struct Args {
 const EVENT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// Runs a collection; returns `(entries removed, bytes freed)`.
+///
+/// An entry not used for `max_age` or longer goes (`0s` drops every entry),
+/// then the least recently used ones until the rest fits in `max_size`.
+/// Index rows whose `meta.json` is gone, entry directories without a row,
+/// unused blobs and stale temp files go too.
 pub fn collect(
     store: &mut Store,
     max_size: u64,
     max_age: Option<Duration>,
 ) -> Result<(usize, u64)> {
     let before = store.disk_usage()?;
+    let gone: Vec<String> = store
+        .entries_without_meta()?
+        .into_iter()
+        .map(|row| row.cache_key)
+        .collect();
+    store.remove_entries(&gone)?;
     let mut rows = store.index.rows()?;
     rows.sort_by_key(|r| r.last_used);
     // Oldest first: the entries past --max-age are a prefix, and the least
     // recently used ones follow until the rest fits.
-    let cutoff = max_age.map(|age| now().saturating_sub(age.as_secs()));
+    let now = now();
     let mut total: u64 = rows.iter().map(|r| r.size).sum();
     let mut doomed = Vec::new();
     for row in &rows {
-        let too_old = cutoff.is_some_and(|cutoff| row.last_used < cutoff);
+        let unused_for = now.saturating_sub(row.last_used);
+        let too_old = max_age.is_some_and(|age| unused_for >= age.as_secs());
         if !too_old && total <= max_size {
             break;
         }
         doomed.push(row.cache_key.clone());
         total = total.saturating_sub(row.size);
     }
-    let removed = store.remove_entries(&doomed)?;
+    let removed = store.remove_entries(&doomed)? + gone.len();
     for dir in store.orphan_entry_dirs()? {
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -6,6 +6,7 @@ mod daemon;
 mod doctor;
 mod gc;
 mod init;
+mod keygen;
 mod list;
 mod monitor;
 mod prefetch;
@@ -67,6 +68,8 @@ enum Command {
     SaveManifest(save_manifest::Args),
     /// Prefetch what this build will need (planner, else Cargo.lock) before cargo runs.
     Prefetch(prefetch::Args),
+    /// Make a key pair that signs what this machine uploads (KACHE_SIGNING_KEY).
+    Keygen(keygen::Args),
 }
 
 /// Whether `name` is a kache subcommand (or `help`): such an `argv[1]` is
@@ -82,6 +85,8 @@ pub fn run() -> Result<ExitCode> {
         // The editor is how a broken config file gets fixed: it must not
         // need one that loads.
         Command::Config(args) => config_editor::run(args),
+        // Needs no configuration either.
+        Command::Keygen(args) => keygen::run(args),
         command => run_loaded(command, &Config::load()?),
     }
 }
@@ -104,6 +109,7 @@ fn run_loaded(command: Command, config: &Config) -> Result<ExitCode> {
         Command::Daemon(args) => daemon::run(config, args),
         Command::SaveManifest(args) => save_manifest::run(config, args),
         Command::Prefetch(args) => prefetch::run(config, args),
+        Command::Keygen(args) => keygen::run(args),
     }
 }
 

@@ -418,6 +418,7 @@ fn outcome_label(event: &Event) -> String {
         Outcome::Dup => "dup".into(),
         Outcome::Passthrough => "passthrough".into(),
         Outcome::WrongHit => "WRONG HIT".into(),
+        Outcome::Refused => "refused (remote)".into(),
     }
 }
 

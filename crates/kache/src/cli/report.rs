@@ -82,6 +82,18 @@ pub struct Summary {
     /// reason): what is not cached and why. Its counts add up to
     /// `passthroughs`.
     pub passthrough_reasons: Vec<ReasonLine>,
+    /// Remote entries not imported because no trusted key signed them (or
+    /// their pack was not the one signed), by reason: `unsigned`,
+    /// `untrusted key`, `bad signature`, `pack mismatch`.
+    #[serde(default)]
+    pub refused: Vec<ReasonLine>,
+    /// Build-script runs replayed from the cache (`KACHE_CACHE_BUILD_SCRIPTS`),
+    /// also counted in `hits`.
+    #[serde(default)]
+    pub build_script_run_hits: u64,
+    /// Build-script runs executed and stored, also counted in `misses`.
+    #[serde(default)]
+    pub build_script_run_misses: u64,
 }
 
 /// One reason compiles were not cached.
@@ -119,8 +131,21 @@ pub fn summarize(events: &[Event], top: usize) -> Summary {
     let mut misses: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut hits: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut refused: BTreeMap<&str, u64> = BTreeMap::new();
     for event in events {
+        if event.crate_name.ends_with(":build-script-run") {
+            match event.outcome {
+                Outcome::Hit => summary.build_script_run_hits += 1,
+                Outcome::Miss => summary.build_script_run_misses += 1,
+                _ => {}
+            }
+        }
         match event.outcome {
+            Outcome::Refused => {
+                *refused
+                    .entry(event.reason.as_deref().unwrap_or(NO_REASON))
+                    .or_default() += 1;
+            }
             Outcome::WrongHit => {
                 summary.wrong_hits += 1;
                 summary.compile_ms += event.compile_ms;
@@ -202,6 +227,13 @@ pub fn summarize(events: &[Event], top: usize) -> Summary {
     // Stable: equal counts stay in the map's (alphabetical) order.
     reasons.sort_by_key(|line| std::cmp::Reverse(line.count));
     summary.passthrough_reasons = reasons;
+    summary.refused = refused
+        .into_iter()
+        .map(|(reason, count)| ReasonLine {
+            reason: reason.to_string(),
+            count,
+        })
+        .collect();
     summary
 }
 
@@ -278,7 +310,29 @@ fn headline_local(s: &Summary) -> String {
         } else {
             String::new()
         },
-    )
+    ) + &refused_line(s)
+        + &if s.build_script_run_hits + s.build_script_run_misses > 0 {
+            format!(
+                "build-script runs: {} replayed, {} executed\n",
+                s.build_script_run_hits, s.build_script_run_misses
+            )
+        } else {
+            String::new()
+        }
+}
+
+/// `refused: unsigned 3, bad signature 1` (remote entries not imported),
+/// or nothing.
+pub fn refused_line(s: &Summary) -> String {
+    if s.refused.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = s
+        .refused
+        .iter()
+        .map(|l| format!("{} {}", l.reason, l.count))
+        .collect();
+    format!("refused (remote): {}\n", parts.join(", "))
 }
 
 fn render(summary: &Summary, format: Format, top: usize) -> Result<String> {
@@ -376,8 +430,12 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     let since = args
         .since
         .map_or(0, |d| events::now_ms().saturating_sub(d.as_millis() as u64));
-    let events = events::read(&config.cache_dir, since);
-    let text = render(&summarize(&events, args.top), args.format, args.top)?;
+    let read = events::read_counted(&config.cache_dir, since);
+    if read.skipped > 0 {
+        // On stderr: stdout may be a JSON document.
+        eprint!("kache: {}", super::stats::skipped_line(read.skipped));
+    }
+    let text = render(&summarize(&read.events, args.top), args.format, args.top)?;
     let output = args.output.clone().or_else(|| {
         matches!(args.format, Format::Github)
             .then(|| std::env::var_os("GITHUB_STEP_SUMMARY").map(Into::into))

@@ -83,6 +83,10 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
             .then(a.cache_key.cmp(&b.cache_key))
     });
     let remote = Remote::open(remote_config, config.compression_level, &config.cache_dir)?;
+    if let Some(why) = remote.read_only() {
+        println!("kache: the remote is read-only for this run ({why}): nothing written");
+        return Ok(ExitCode::SUCCESS);
+    }
     let layout = Layout::new(&remote_config.prefix);
     let runtime = super::transfer_runtime()?;
 
@@ -130,24 +134,26 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
         ),
         None => println!("identity: unknown (left out)"),
     }
-    let manifest = BuildManifest {
+    let mut manifest = BuildManifest {
         version: MANIFEST_VERSION,
         created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         manifest_key: manifest_key.clone(),
         entries,
         identity,
+        signature: None,
     };
-    let mut documents = vec![(
-        layout.build_manifest(&manifest_key),
-        serde_json::to_vec(&manifest)?,
-    )];
+    let object = layout.build_manifest(&manifest_key);
+    manifest.signature = remote.sign(&manifest.signed_message(&object))?;
+    let mut documents = vec![(object, serde_json::to_vec(&manifest)?)];
     let mut shard_count = 0;
     if let Some(namespace) = args.namespace.as_deref().filter(|n| !n.is_empty()) {
         if namespace.contains('/') || namespace.contains("..") {
             bail!("namespace {namespace:?} may not contain / or ..");
         }
-        for (name, shard) in shards(&workspace, &manifest) {
-            documents.push((layout.shard(namespace, &name), serde_json::to_vec(&shard)?));
+        for (name, mut shard) in shards(&workspace, &manifest) {
+            let object = layout.shard(namespace, &name);
+            shard.signature = remote.sign(&shard.signed_message(&object))?;
+            documents.push((object, serde_json::to_vec(&shard)?));
             shard_count += 1;
         }
     }
@@ -212,6 +218,7 @@ pub fn shards(workspace: &Workspace, manifest: &BuildManifest) -> Vec<(String, S
                     version: MANIFEST_VERSION,
                     entries,
                     identity: manifest.identity.clone(),
+                    signature: None,
                 },
             ));
         }

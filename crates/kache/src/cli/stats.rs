@@ -24,11 +24,14 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
     let since = args
         .since
         .map_or(0, |d| events::now_ms().saturating_sub(d.as_millis() as u64));
-    let summary = summarize(&events::read(&config.cache_dir, since), 0);
-    let store = super::open_store(config)?;
-    let rows = store.index.rows()?;
+    let read = events::read_counted(&config.cache_dir, since);
+    let summary = summarize(&read.events, 0);
     print!("{}", headline(&summary));
     print!("{}", passthrough_lines(&summary, STATS_REASONS));
+    print!("{}", skipped_line(read.skipped));
+    print!("{}", disabled_line(config));
+    let store = super::open_store(config)?;
+    let rows = store.index.rows()?;
     println!(
         "store: {} entries, {} on disk (limit {}) in {}",
         rows.len(),
@@ -37,4 +40,26 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
         config.cache_dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `skipped 2 malformed lines of events.jsonl`, or nothing.
+pub fn skipped_line(skipped: usize) -> String {
+    match skipped {
+        0 => String::new(),
+        1 => "skipped 1 malformed line of events.jsonl\n".to_string(),
+        n => format!("skipped {n} malformed lines of events.jsonl\n"),
+    }
+}
+
+/// The last "cache disabled" notice of a build, while no entry was stored
+/// since, or nothing.
+pub fn disabled_line(config: &Config) -> String {
+    match crate::store::last_disabled(&config.cache_dir) {
+        Some(notice) => format!(
+            "cache disabled in a build {} ago: {}\n",
+            super::age(notice.at_ms / 1000),
+            notice.reason
+        ),
+        None => String::new(),
+    }
 }

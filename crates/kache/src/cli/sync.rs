@@ -96,7 +96,7 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
                             pack_bytes,
                             original_bytes,
                         } => Ok(Some((pack_bytes, original_bytes))),
-                        Pulled::Present | Pulled::Missing => Ok(None),
+                        Pulled::Present | Pulled::Missing | Pulled::Refused(_) => Ok(None),
                     }
                 }
             }))?;
@@ -104,7 +104,9 @@ pub fn run(config: &Config, args: Args) -> Result<ExitCode> {
         }
     }
 
-    if push {
+    if push && let Some(why) = remote.read_only() {
+        println!("kache: the remote is read-only for this run ({why}): nothing pushed");
+    } else if push {
         let keys: Vec<String> = match &workspace {
             Some(workspace) => workspace
                 .built_keys(&config.cache_dir)

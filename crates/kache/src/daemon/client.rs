@@ -1,6 +1,8 @@
 //! Talking to the daemon from the wrapper and the CLI: synchronous, every
-//! call bounded by a deadline, and starting the daemon on demand without
-//! waiting for it.
+//! call bounded by a deadline, and starting the daemon on demand. A compile
+//! that finds none waits for the one it started, at most
+//! [`DAEMON_START_WAIT`] (and never past the remote deadline), so a fresh
+//! runner's first compiles are served from the bucket too.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -23,12 +25,25 @@ pub fn log_path(cache_dir: &Path) -> PathBuf {
 }
 
 /// Sends one request and reads the answer, all within `deadline`.
-/// Fails when no daemon listens.
+/// Fails when no daemon listens, and with a [`crate::owner::Foreign`]
+/// error when the socket or the process listening on it belongs to
+/// another user: nothing is sent to it. The request goes without its
+/// secrets ([`Request::without_secrets`]); the daemon resolves them.
 pub fn request(cache_dir: &Path, request: &Request, deadline: Duration) -> Result<Response> {
     let started = Instant::now();
     let socket = socket_path(cache_dir);
+    crate::owner::check_socket(&socket)?;
     let stream = UnixStream::connect(&socket)
         .with_context(|| format!("no daemon answers on {}", socket.display()))?;
+    let (uid, _) = crate::owner::peer_cred(&stream).context("asking the daemon's uid")?;
+    if uid != crate::owner::my_uid() {
+        return Err(crate::owner::Foreign {
+            what: "daemon listening on",
+            path: socket,
+            owner: Some(uid),
+        }
+        .into());
+    }
     let remaining = |at: Instant| {
         deadline
             .checked_sub(at.elapsed())
@@ -36,7 +51,7 @@ pub fn request(cache_dir: &Path, request: &Request, deadline: Duration) -> Resul
             .unwrap_or(Duration::from_millis(1))
     };
     stream.set_write_timeout(Some(remaining(started)))?;
-    let mut line = serde_json::to_vec(request)?;
+    let mut line = serde_json::to_vec(&request.without_secrets())?;
     line.push(b'\n');
     (&stream).write_all(&line)?;
     stream.set_read_timeout(Some(remaining(started)))?;
@@ -63,7 +78,7 @@ pub fn status(cache_dir: &Path) -> Option<Status> {
 pub fn spawn(cache_dir: &Path) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("locating the kache binary")?;
-    std::fs::create_dir_all(cache_dir)?;
+    crate::owner::private_dir(cache_dir)?;
     let mut cmd = Command::new(exe);
     cmd.args(["daemon", "run"])
         .env("KACHE_CACHE_DIR", cache_dir)
@@ -119,8 +134,8 @@ pub fn own_binary_mtime() -> u64 {
 
 /// The wrapper's link to the daemon for one compile: present only when a
 /// remote is configured and `KACHE_LOCAL_ONLY` is off. Every call is
-/// bounded; a daemon that is not running is started for the next compile,
-/// never waited for.
+/// bounded; a daemon that is not running is started, and the compile that
+/// finds none waits for it within [`DAEMON_START_WAIT`].
 pub struct Link {
     cache_dir: PathBuf,
     settings: super::protocol::RemoteSettings,
@@ -132,6 +147,15 @@ pub struct Link {
 /// Default `KACHE_REMOTE_DEADLINE_MS`: how long a compile waits for the
 /// bucket before it compiles.
 pub const DEFAULT_FETCH_DEADLINE_MS: u64 = 3000;
+
+/// How long a compile that found no daemon waits for the one just started
+/// (capped by `KACHE_REMOTE_DEADLINE_MS`). A daemon answers within tens of
+/// milliseconds of its start; a second is far above that, and small beside
+/// the compile it may save.
+pub const DAEMON_START_WAIT: Duration = Duration::from_millis(1000);
+
+/// At most one daemon start per cache directory in this interval.
+const SPAWN_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Link {
     pub fn for_config(config: &crate::config::Config) -> Option<Self> {
@@ -166,7 +190,7 @@ impl Link {
         let cargo_pid = unsafe { libc::getppid() } as u32;
         let markers = self.cache_dir.join("builds");
         let marker = markers.join(cargo_pid.to_string());
-        if marker.exists() {
+        if marker.exists() || self.foreign_daemon() {
             return;
         }
         // Until a daemon answers, every compile of the build tries again
@@ -182,9 +206,13 @@ impl Link {
                 return;
             }
             Some(_) => {}
+            // A fresh runner: without a daemon every compile would miss
+            // what the bucket holds, so wait (bounded) for the one started.
             None => {
                 self.spawn_rate_limited();
-                return;
+                if !self.wait_for_daemon() {
+                    return;
+                }
             }
         }
         let _ = std::fs::create_dir_all(&markers);
@@ -219,6 +247,9 @@ impl Link {
     /// Asks the daemon to import the bucket's entries for this compile;
     /// how many it imported within the deadline (0 on any failure).
     pub fn fetch(&self, crate_name: &str, pre_key: &str) -> usize {
+        if self.foreign_daemon() {
+            return 0;
+        }
         let ask = Request::Fetch {
             remote: self.settings.clone(),
             crate_name: crate_name.to_string(),
@@ -246,9 +277,15 @@ impl Link {
     /// Queues an upload of `cache_key` (durably, in the index) and wakes
     /// the daemon; returns at once.
     pub fn upload(&self, store: &crate::store::Store, cache_key: &str) {
-        // `KACHE_REMOTE_READ_ONLY=1`: use the bucket, never write to it (a
-        // pull request from a fork, a benchmark comparing runners).
-        if crate::config::env_flag("KACHE_REMOTE_READ_ONLY") == Some(true) {
+        // A read-only run (`KACHE_REMOTE_READ_ONLY=1`, a pull request from a
+        // fork) uses the bucket and never writes to it; says so once a build.
+        if let Some(why) = &self.settings.trust.read_only {
+            self.say_once_per_build(
+                "read-only",
+                &format!(
+                    "kache: the remote is read-only for this run ({why}): nothing is uploaded"
+                ),
+            );
             return;
         }
         let id = self.settings.id();
@@ -257,6 +294,9 @@ impl Link {
             .enqueue_upload(cache_key, &id, crate::store::now())
             .is_err()
         {
+            return;
+        }
+        if self.foreign_daemon() {
             return;
         }
         let poke = Request::Upload {
@@ -268,6 +308,67 @@ impl Link {
         }
     }
 
+    /// Whether the daemon socket belongs to another user: then this build
+    /// goes on without the daemon (nothing is sent, none is started), and
+    /// says so in one line, once.
+    fn foreign_daemon(&self) -> bool {
+        match crate::owner::check_socket(&socket_path(&self.cache_dir)) {
+            Ok(_) => false,
+            Err(foreign) => {
+                self.say_once_per_build(
+                    "foreign-daemon",
+                    &format!("kache: {foreign}: building without the daemon"),
+                );
+                true
+            }
+        }
+    }
+
+    /// Prints `line` on stderr once per cargo process and `what` (a marker
+    /// beside the build markers), so a build of 300 units says it once.
+    fn say_once_per_build(&self, what: &str, line: &str) {
+        // SAFETY: getppid() has no preconditions.
+        let cargo_pid = unsafe { libc::getppid() };
+        let markers = self.cache_dir.join("builds");
+        let _ = std::fs::create_dir_all(&markers);
+        let first = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(markers.join(format!("{cargo_pid}.{what}")))
+            .is_ok();
+        if first {
+            // Not our own stderr: cargo would replay it in no-op builds.
+            crate::events::tell(&format!("{line}\n"));
+        }
+    }
+
+    /// Waits until a daemon started in the last [`SPAWN_INTERVAL`] answers
+    /// on its socket, for at most [`DAEMON_START_WAIT`] and never longer
+    /// than the remote deadline; whether one answered. Without a recent
+    /// start there is nothing to wait for: a daemon that cannot start costs
+    /// a build one bounded wait per interval, not one per compile.
+    fn wait_for_daemon(&self) -> bool {
+        let stamp = self.cache_dir.join("daemon.spawned");
+        let recent = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e < SPAWN_INTERVAL));
+        if !recent {
+            return false;
+        }
+        let bound = DAEMON_START_WAIT.min(self.deadline);
+        let started = Instant::now();
+        loop {
+            let left = bound.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return false;
+            }
+            if let Ok(Response::Status(_)) = request(&self.cache_dir, &Request::Status, left) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10).min(left));
+        }
+    }
+
     /// Starts a daemon unless one was started in the last few seconds (many
     /// wrappers start at once; a second daemon would find the lock held and
     /// exit, but need not be started at all).
@@ -275,7 +376,7 @@ impl Link {
         let stamp = self.cache_dir.join("daemon.spawned");
         let recent = std::fs::metadata(&stamp)
             .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e < Duration::from_secs(5)));
+            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e < SPAWN_INTERVAL));
         if recent {
             return;
         }

@@ -17,26 +17,12 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use super::planner::{self, PlannerSettings};
-use super::server::State;
+use super::planner;
+use super::state::{PendingPlan, State};
 use crate::store::Store;
-
-/// A plan whose build is not over yet.
-pub struct PendingPlan {
-    pub settings: PlannerSettings,
-    pub plan_id: String,
-    /// Every key the plan offered.
-    pub offered: Vec<String>,
-    /// The keys this prefetch downloaded and imported.
-    pub imported: Vec<String>,
-    /// The build it serves; `None` until a build starts (`kache prefetch`).
-    pub cargo_pid: Option<u32>,
-    pub made: Instant,
-}
 
 /// Remembers a plan until its build is over.
 pub fn remember(state: &State, plan: PendingPlan) {

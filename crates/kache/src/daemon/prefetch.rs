@@ -17,25 +17,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use futures::StreamExt;
-use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::future::FutureExt;
 use tracing::{debug, info, warn};
 
-use super::feedback::{self, PendingPlan};
+use super::feedback;
 use super::planner::{self, Decision, PlannerSettings};
-use super::server::State;
+use super::state::PendingPlan;
+use super::state::{InFlight, State};
 use crate::remote::{Pulled, Remote};
 use crate::store::Store;
 
 /// How long a pre-key the bucket lacks is not asked again.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(30);
-/// Consecutive failures that open the breaker, and how long it stays open.
-pub const BREAKER_FAILURES: u32 = 3;
-pub const BREAKER_OPEN: Duration = Duration::from_secs(30);
 /// At most this many entries are imported for one pre-key.
 const MAX_PER_PREKEY: usize = 4;
-
-/// A fetch in flight, shared by every caller asking for the same pre-key.
-pub type InFlight = Shared<BoxFuture<'static, usize>>;
 
 /// Downloads and imports the bucket's entries for `(crate_name, pre_key)`;
 /// the number imported. Never fails: a failure is 0 and feeds the breaker.
@@ -291,10 +286,22 @@ async fn import_in_order(
             .collect())
     })
     .await;
-    let Ok(Ok(missing)) = missing else {
+    let Ok(Ok(mut missing)) = missing else {
         return Vec::new();
     };
+    // Speculation is bounded: a bucket (or a plan) naming a million entries
+    // costs at most this many downloads and bytes.
+    let limits = *remote.limits();
+    if missing.len() > limits.max_prefetch_entries {
+        info!(
+            listed = missing.len(),
+            kept = limits.max_prefetch_entries,
+            "prefetch capped by KACHE_PREFETCH_MAX_ENTRIES"
+        );
+        missing.truncate(limits.max_prefetch_entries);
+    }
     info!(entries = missing.len(), "prefetching");
+    let mut bytes = 0u64;
     let slots = (remote.concurrency / 2).max(1);
     let mut imported = Vec::new();
     let mut results = futures::stream::iter(missing.into_iter().map(|(crate_name, key)| {
@@ -307,9 +314,16 @@ async fn import_in_order(
     .buffered(slots);
     while let Some((key, result)) = results.next().await {
         match result {
-            Ok(Pulled::Imported { .. }) => {
+            Ok(Pulled::Imported { original_bytes, .. }) => {
                 imported.push(key);
                 state.count_prefetched();
+                bytes += original_bytes;
+                if bytes >= limits.max_prefetch_bytes {
+                    // Dropping the stream cancels the downloads under way;
+                    // their temporary directories go with them.
+                    info!(bytes, "prefetch stopped at KACHE_PREFETCH_MAX_BYTES");
+                    break;
+                }
             }
             Ok(_) => {}
             Err(err) => warn!(key, "prefetch refused an entry: {err:#}"),

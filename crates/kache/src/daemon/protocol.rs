@@ -2,10 +2,13 @@
 //! `{cache_dir}/daemon.sock`, one JSON response line back.
 //!
 //! Every request that touches the remote carries the caller's resolved
-//! remote settings ([`RemoteSettings`]): the daemon serves whichever remote
-//! the caller is configured for, never the one of the build that started it.
-//! The socket lives in the user's cache directory and is created mode 0600,
-//! so the credentials in a request reach only the user's own daemon.
+//! remote settings ([`RemoteSettings`]) *without their secrets*: the daemon
+//! serves whichever remote the caller is configured for, never the one of
+//! the build that started it, and resolves the credentials itself from the
+//! caller's own environment and directory (`daemon/peer.rs`). No access
+//! key, secret key, registry password or token, planner token or signing
+//! key is ever written to the socket: [`Request::without_secrets`] is what
+//! the client sends.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +21,10 @@ pub struct RemoteSettings {
     pub prefix: String,
     pub concurrency: usize,
     pub compression_level: i32,
+    /// Signatures, read-only rule and bounds (absent from older clients:
+    /// the defaults, an unauthenticated remote).
+    #[serde(default)]
+    pub trust: crate::trust::Trust,
 }
 
 impl RemoteSettings {
@@ -27,6 +34,7 @@ impl RemoteSettings {
             prefix: config.prefix.clone(),
             concurrency: config.concurrency,
             compression_level,
+            trust: config.trust.clone(),
         }
     }
 
@@ -35,7 +43,34 @@ impl RemoteSettings {
             backend: self.backend.clone(),
             prefix: self.prefix.clone(),
             concurrency: self.concurrency,
+            trust: self.trust.clone(),
         }
+    }
+
+    /// The same settings without credentials: S3 keys, registry login,
+    /// the signing key. What travels on the socket.
+    pub fn without_secrets(&self) -> Self {
+        let mut public = self.clone();
+        match &mut public.backend {
+            kache_remote::Backend::S3(spec) => {
+                spec.access_key = None;
+                spec.secret_key = None;
+            }
+            kache_remote::Backend::Oci(spec) => {
+                spec.username = None;
+                spec.password = None;
+                spec.token = None;
+            }
+            kache_remote::Backend::Fs(_) => {}
+        }
+        public.trust.signing_key = None;
+        public
+    }
+
+    /// These settings with the credentials of `full`, when `full` is the
+    /// same remote (equal once both are [`without_secrets`](Self::without_secrets)).
+    pub fn with_secrets_of(&self, full: &RemoteSettings) -> Option<Self> {
+        (self.without_secrets() == full.without_secrets()).then(|| full.clone())
     }
 
     /// A stable id of *where* the objects go (backend and prefix, never
@@ -49,6 +84,9 @@ impl RemoteSettings {
                 spec.region
             ),
             kache_remote::Backend::Fs(path) => format!("fs|{}", path.display()),
+            kache_remote::Backend::Oci(spec) => {
+                format!("oci|{}|{}", spec.registry, spec.repository)
+            }
         };
         let text = format!("{place}|{}", self.prefix);
         blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
@@ -95,6 +133,29 @@ pub enum Request {
     },
     /// Finish queued uploads (within `drain_ms`), then exit.
     Shutdown { drain_ms: u64 },
+}
+
+impl Request {
+    /// The request as it may travel: every secret removed (see the module
+    /// documentation).
+    pub fn without_secrets(&self) -> Self {
+        let mut public = self.clone();
+        match &mut public {
+            Request::Upload { remote, .. } | Request::Fetch { remote, .. } => {
+                *remote = remote.without_secrets();
+            }
+            Request::BuildStart {
+                remote, planner, ..
+            } => {
+                *remote = remote.without_secrets();
+                if let Some(planner) = planner {
+                    planner.token = None;
+                }
+            }
+            Request::Status | Request::Shutdown { .. } => {}
+        }
+        public
+    }
 }
 
 /// What the daemon answers.
@@ -153,4 +214,81 @@ pub struct ActiveTransfer {
     pub cache_key: String,
     /// Milliseconds since it started.
     pub elapsed_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_settings() -> RemoteSettings {
+        RemoteSettings {
+            backend: kache_remote::Backend::S3(kache_remote::s3::S3Spec {
+                bucket: "b".into(),
+                endpoint: Some("http://127.0.0.1:1".into()),
+                region: "us-east-1".into(),
+                access_key: Some("ACCESS-KEY-ID".into()),
+                secret_key: Some("SECRET-ACCESS-KEY".into()),
+                profile: None,
+            }),
+            prefix: "artifacts".into(),
+            concurrency: 4,
+            compression_level: 3,
+            trust: crate::trust::Trust {
+                signing_key: Some("kache-secret-ed25519:SIGNING".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn no_request_serializes_a_secret() {
+        let planner = Some(super::super::planner::PlannerSettings {
+            endpoint: "http://planner".into(),
+            token: Some("PLANNER-TOKEN".into()),
+            timeout_ms: 750,
+        });
+        let requests = [
+            Request::Upload {
+                remote: s3_settings(),
+                keys: vec!["k".into()],
+            },
+            Request::Fetch {
+                remote: s3_settings(),
+                crate_name: "c".into(),
+                pre_key: "p".into(),
+                deadline_ms: 1,
+            },
+            Request::BuildStart {
+                remote: s3_settings(),
+                cargo_pid: 1,
+                lockfile: "Cargo.lock".into(),
+                planner,
+                namespace: None,
+                identity: None,
+                wait: false,
+            },
+        ];
+        for request in requests {
+            let wire = serde_json::to_string(&request.without_secrets()).unwrap();
+            for secret in [
+                "ACCESS-KEY-ID",
+                "SECRET-ACCESS-KEY",
+                "SIGNING",
+                "PLANNER-TOKEN",
+            ] {
+                assert!(!wire.contains(secret), "{secret} in {wire}");
+            }
+            assert!(wire.contains("http://127.0.0.1:1"), "{wire}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_put_back_only_for_the_same_remote() {
+        let full = s3_settings();
+        let public = full.without_secrets();
+        assert_eq!(public.with_secrets_of(&full), Some(full.clone()));
+        let mut elsewhere = public.clone();
+        elsewhere.prefix = "other".into();
+        assert_eq!(elsewhere.with_secrets_of(&full), None);
+    }
 }

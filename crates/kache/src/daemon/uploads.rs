@@ -12,7 +12,7 @@ use anyhow::Result;
 use futures::StreamExt;
 use tracing::{info, warn};
 
-use super::server::State;
+use super::state::State;
 use crate::remote::{self, Pushed};
 use crate::store::{self, Store};
 

@@ -40,6 +40,19 @@ pub enum BlobCheck {
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// How every temp file the store writes is named: `.tmp-<pid>-<n>-<name>`,
+/// so a sweep can tell whether its writer still runs.
+pub(super) const TEMP_PREFIX: &str = ".tmp-";
+
+/// The pid of the process writing the temp file `name`, if `name` is one.
+pub(super) fn temp_writer(name: &str) -> Option<u32> {
+    name.strip_prefix(TEMP_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A unique temp path beside `dest`.
 fn temp_beside(dest: &Path) -> PathBuf {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -47,7 +60,7 @@ fn temp_beside(dest: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    dest.with_file_name(format!(".tmp-{}-{n}-{name}", std::process::id()))
+    dest.with_file_name(format!("{TEMP_PREFIX}{}-{n}-{name}", std::process::id()))
 }
 
 /// Writes `bytes` to `dest` through a temp file and a rename.
@@ -78,14 +91,18 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
     Ok((hasher.finalize().to_hex().to_string(), size))
 }
 
+/// The path of the blob named `hash` in the cache directory `root`.
+pub(super) fn blob_path_in(root: &Path, hash: &str) -> PathBuf {
+    root.join("store")
+        .join("blobs")
+        .join(hash.get(..2).unwrap_or("__"))
+        .join(hash)
+}
+
 impl Store {
     /// The path of the blob named `hash`.
     pub(super) fn blob_path(&self, hash: &str) -> PathBuf {
-        self.root
-            .join("store")
-            .join("blobs")
-            .join(&hash[..2])
-            .join(hash)
+        blob_path_in(&self.root, hash)
     }
 
     /// Where a new blob `hash` goes (its shard directory created), or `None`
@@ -117,13 +134,22 @@ impl Store {
             });
         };
         let temp = temp_beside(&dest);
-        let linked = link && fs::hard_link(source, &temp).is_ok();
-        if !linked {
-            fs::copy(source, &temp).with_context(|| format!("copying {}", source.display()))?;
-            let mode = fs::metadata(&temp)?.mode() & 0o555;
-            fs::set_permissions(&temp, fs::Permissions::from_mode(mode | 0o444))?;
+        let written = (|| -> Result<()> {
+            let linked = link && fs::hard_link(source, &temp).is_ok();
+            if !linked {
+                fs::copy(source, &temp).with_context(|| format!("copying {}", source.display()))?;
+                // The compile's own read and execute bits, never more: a
+                // private output stays private in the store.
+                let mode = fs::metadata(&temp)?.mode() & 0o555;
+                fs::set_permissions(&temp, fs::Permissions::from_mode(mode))?;
+            }
+            fs::rename(&temp, &dest).with_context(|| format!("storing blob {hash}"))
+        })();
+        if written.is_err() {
+            // A copy cut short (a full disk) is never left behind.
+            let _ = fs::remove_file(&temp);
         }
-        fs::rename(&temp, &dest).with_context(|| format!("storing blob {hash}"))?;
+        written?;
         Ok(Stored {
             hash,
             size,
@@ -142,7 +168,7 @@ impl Store {
                 existed: true,
             });
         };
-        write_atomic(&dest, bytes, 0o444)?;
+        write_atomic(&dest, bytes, 0o400)?;
         Ok(Stored {
             hash,
             size,

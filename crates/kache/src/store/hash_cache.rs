@@ -35,10 +35,15 @@ pub struct Hashed {
 }
 
 impl HashCache {
-    /// The blake3 hex of the file at `path` (absolute).
+    /// The blake3 hex of the regular file at `path` (absolute).
     pub fn hash(&mut self, store: &Store, path: &Path) -> Result<Hashed> {
         let meta =
             std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        // A device or FIFO has no content to key (and reading one may never
+        // end): callers treat the error as a miss.
+        if !meta.is_file() {
+            anyhow::bail!("{} is not a regular file", path.display());
+        }
         let stat = Stat::of(&meta);
         let key = path.to_string_lossy();
         if let Some(hash) = store.index.cached_hash(&key, &stat)? {

@@ -3,13 +3,18 @@
 //!
 //! Many wrapper processes share one index, so it runs in WAL mode with a busy
 //! timeout; every multi-row change is one transaction.
+//!
+//! The index is a cache of what the store's `meta.json` files say (plus
+//! usage counts, the upload queue and stat caches): an index that SQLite
+//! finds corrupt is rebuilt from them (`heal.rs`), and a row whose
+//! `meta.json` is gone is dropped when a lookup finds it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kache_core::meta::EntryMeta;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 /// 3: the stat cache (`file_stats`) also matches the inode change time.
 /// 4: `incremental_dirs`, which session directory a unit's rustc uses.
@@ -81,15 +86,41 @@ CREATE TABLE IF NOT EXISTS origins (
 ";
 
 /// The schema version stored in the index, with a clear error for a file
-/// that is not an index.
+/// that is not an index. SQLite checks the file's header here, and that the
+/// file holds as many pages as the header says: garbage and truncation are
+/// both found at this first read.
 fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
-        .with_context(|| {
-            format!(
-                "the index {} is unreadable (move it aside to start a fresh one)",
-                path.display()
-            )
+        .with_context(|| format!("the index {} is unreadable", path.display()))
+}
+
+/// SQLite's own words for the first SQLite error in `err`'s chain.
+pub fn sqlite_failure(err: &anyhow::Error) -> Option<(ErrorCode, String)> {
+    err.chain()
+        .find_map(|cause| match cause.downcast_ref::<rusqlite::Error>() {
+            Some(rusqlite::Error::SqliteFailure(e, message)) => {
+                Some((e.code, message.clone().unwrap_or_else(|| e.to_string())))
+            }
+            _ => None,
         })
+}
+
+/// Whether `err` says the index file itself is damaged (not a database, or
+/// a malformed one), which only a rebuild repairs.
+pub fn is_corruption(err: &anyhow::Error) -> bool {
+    matches!(
+        sqlite_failure(err),
+        Some((ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase, _))
+    )
+}
+
+/// Switches a new index file to WAL and creates the schema.
+fn init_schema(conn: &Connection) -> Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))
+    .context("creating the index schema")
 }
 
 /// Writes `(path, stat, hash)` rows of the stat cache inside `tx`.
@@ -157,54 +188,142 @@ impl Stat {
 /// The open index.
 pub struct Index {
     conn: Connection,
+    /// `store/` beside the index, where each entry's `meta.json` lives.
+    store_dir: PathBuf,
+}
+
+/// The lock file that guards creating, checking and rebuilding `index`.
+pub(super) fn lock_path(index: &Path) -> PathBuf {
+    index.with_extension("db.lock")
 }
 
 impl Index {
-    /// Opens (creating if needed) the index at `path`.
+    /// Opens (creating if needed, unless `create` is false) the index at
+    /// `path`.
     ///
     /// Creating the schema and switching to WAL must not race: when many
     /// wrappers start at once on a new cache, SQLite can answer "database is
     /// locked" at once instead of waiting. So the version check runs under a
     /// shared lock on `index.db.lock`, and initialisation under an exclusive
     /// one.
-    pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        let lock_path = path.with_extension("db.lock");
+    pub fn open(path: &Path, create: bool) -> Result<Self> {
+        let lock_path = lock_path(path);
         let lock = super::open_lock_file(&lock_path)?;
         lock.lock_shared()
             .with_context(|| format!("locking {}", lock_path.display()))?;
+        let conn = Self::connect(path, create)?;
         if schema_version(&conn, path)? != SCHEMA_VERSION {
             lock.unlock()?;
             lock.lock()
                 .with_context(|| format!("locking {}", lock_path.display()))?;
             if schema_version(&conn, path)? != SCHEMA_VERSION {
-                conn.pragma_update(None, "journal_mode", "WAL")?;
-                conn.execute_batch(&format!(
-                    "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-                ))
-                .context("creating the index schema")?;
+                init_schema(&conn)?;
             }
         }
         lock.unlock()?;
+        Self::ready(conn, path)
+    }
+
+    /// Opens or creates the index at `path` while the caller holds the
+    /// exclusive lock on [`lock_path`] (a rebuild).
+    pub(super) fn open_locked(path: &Path) -> Result<Self> {
+        let conn = Self::connect(path, true)?;
+        if schema_version(&conn, path)? != SCHEMA_VERSION {
+            init_schema(&conn)?;
+        }
+        Self::ready(conn, path)
+    }
+
+    fn connect(path: &Path, create: bool) -> Result<Connection> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        // The index (and its -wal and -shm files, which SQLite creates with
+        // the index's own mode) is the user's alone: 0600.
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(create)
+                .truncate(false)
+                .mode(0o600)
+                .open(path);
+            if let Ok(file) = file
+                && file
+                    .metadata()
+                    .is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+            {
+                let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+            }
+        }
+        let conn = Connection::open_with_flags(path, flags)
+            .with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        Ok(conn)
+    }
+
+    fn ready(conn: Connection, path: &Path) -> Result<Self> {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Ok(Self { conn })
+        let store_dir = path.parent().unwrap_or(Path::new(".")).join("store");
+        Ok(Self { conn, store_dir })
+    }
+
+    /// SQLite's full check of the file (every page read): `Ok` when it
+    /// holds together, else the first problem found. Slow on a big index:
+    /// for `doctor`, not for a compile.
+    pub fn integrity(&self) -> Result<std::result::Result<(), String>> {
+        let first: String = self
+            .conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
+        Ok(if first == "ok" { Ok(()) } else { Err(first) })
+    }
+
+    /// How many entries the index holds.
+    pub fn entry_count(&self) -> Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))?
+            as u64)
     }
 
     /// Entries recorded under `pre_key`, most recently used first.
+    ///
+    /// A row whose `meta.json` is gone from the store (deleted by hand or
+    /// by a cleaner) is dropped here: the store no longer holds that entry,
+    /// so it must stop hitting.
     pub fn candidates(&self, pre_key: &str) -> Result<Vec<EntryMeta>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT meta FROM entries WHERE pre_key = ?1 ORDER BY last_used DESC LIMIT 16",
         )?;
         let rows = stmt.query_map([pre_key], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
+        let mut gone = Vec::new();
         for text in rows {
             // A row that no longer parses is skipped: a miss, never a wrong hit.
-            if let Ok(meta) = serde_json::from_str(&text?) {
+            let Ok(meta) = serde_json::from_str::<EntryMeta>(&text?) else {
+                continue;
+            };
+            if self.meta_file_exists(&meta.cache_key) {
                 out.push(meta);
+            } else {
+                gone.push(meta.cache_key);
             }
         }
+        drop(stmt);
+        if !gone.is_empty() {
+            tracing::debug!(?gone, "meta.json is gone: dropping the entries");
+            self.remove_rows(&gone)?;
+        }
         Ok(out)
+    }
+
+    /// Whether the entry `cache_key` still has its `store/<key>/meta.json`.
+    pub fn meta_file_exists(&self, cache_key: &str) -> bool {
+        super::is_hex_key(cache_key) && self.store_dir.join(cache_key).join("meta.json").is_file()
     }
 
     /// Inserts or replaces an entry and its blob references.
@@ -367,7 +486,11 @@ impl Index {
 
     /// Removes entries; returns how many existed.
     pub fn remove(&mut self, keys: &[String]) -> Result<usize> {
-        let tx = self.conn.transaction()?;
+        self.remove_rows(keys)
+    }
+
+    fn remove_rows(&self, keys: &[String]) -> Result<usize> {
+        let tx = self.conn.unchecked_transaction()?;
         let mut removed = 0;
         for key in keys {
             removed += tx.execute("DELETE FROM entries WHERE cache_key = ?1", [key])?;

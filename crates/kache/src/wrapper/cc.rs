@@ -64,7 +64,10 @@ pub fn run(program: OsString, args: Vec<OsString>) -> i32 {
         Err(_) => return exec(&program, &args),
     };
     crate::logging::init_for_wrapper();
+    // Another user's cache directory is never read nor written.
     if config.disabled
+        || crate::owner::private_dir(&config.cache_dir)
+            .is_err_and(|e| crate::owner::as_foreign(&e).is_some())
         || cc::PASSTHROUGH_ENV
             .iter()
             .any(|v| std::env::var_os(v).is_some())
@@ -299,9 +302,13 @@ impl<'a> CcSession<'a> {
     }
 
     fn lookup(&mut self, pre_key: &str) -> Result<Option<EntryMeta>> {
-        find_entry(&self.store, &mut self.hasher, &self.roots, pre_key, |_| {
-            None
-        })
+        find_entry(
+            &mut self.store,
+            &mut self.hasher,
+            &self.roots,
+            pre_key,
+            |_| None,
+        )
     }
 
     fn try_restore(&mut self, meta: &EntryMeta) -> bool {
@@ -331,6 +338,15 @@ impl<'a> CcSession<'a> {
     }
 
     fn restore(&mut self, meta: &EntryMeta) -> Result<u64> {
+        // The paths come from this command line; an entry may only hold
+        // the one object and at most the one dep file it names.
+        let count = |kind| meta.files.iter().filter(|f| f.kind == kind).count();
+        if count(OutputKind::Copied) != 1
+            || count(OutputKind::DepInfo) > 1
+            || meta.files.len() != count(OutputKind::Copied) + count(OutputKind::DepInfo)
+        {
+            bail!("the entry does not hold exactly one object and its dep file");
+        }
         lookup::verify_blobs(&self.store, meta)?;
         let mut bytes = 0;
         for file in &meta.files {

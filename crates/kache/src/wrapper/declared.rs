@@ -105,8 +105,9 @@ fn lines_for(
     describe(&declared, package, store, hasher, roots)
 }
 
-/// One keyed line per declaration, paths and values normalised.
-fn describe(
+/// One keyed line per declaration, paths and values normalised (also the
+/// declarations a build-script run entry is keyed by, see `build_run`).
+pub(super) fn describe(
     declared: &Declared,
     package: &Path,
     store: &Store,
@@ -160,7 +161,7 @@ enum Scope {
 }
 
 /// A file's content hash, a directory's tree hash, or `absent`.
-fn state_of(path: &Path, store: &Store, hasher: &mut HashCache) -> Result<String> {
+pub(super) fn state_of(path: &Path, store: &Store, hasher: &mut HashCache) -> Result<String> {
     let Ok(meta) = std::fs::metadata(path) else {
         return Ok("absent".to_string());
     };
@@ -168,6 +169,16 @@ fn state_of(path: &Path, store: &Store, hasher: &mut HashCache) -> Result<String
         return Ok(hasher.hash(store, path)?.hash);
     }
     tree_state(path, Scope::Declared, store, hasher)
+}
+
+/// The state of every file of the package at `package`, as cargo's default
+/// build-script rule watches it (see [`Scope`]).
+pub(super) fn package_state(
+    package: &Path,
+    store: &Store,
+    hasher: &mut HashCache,
+) -> Result<String> {
+    tree_state(package, Scope::Package, store, hasher)
 }
 
 /// `tree:<blake3>` over every keyed entry below `root` (see [`Scope`]).
@@ -238,8 +249,12 @@ fn walk(
             if is_dir {
                 walk(&path, &name, scope, store, hasher, out, depth + 1)?;
             }
-        } else {
+        } else if kind.is_file() {
             out.push((text, hasher.hash(store, &path)?.hash));
+        } else {
+            // A FIFO, socket or device: keyed by its kind, never read
+            // (reading a FIFO would hang the build).
+            out.push((text, "special".to_string()));
         }
     }
     Ok(())

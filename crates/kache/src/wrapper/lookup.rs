@@ -11,15 +11,60 @@ use tracing::trace;
 use super::context::Roots;
 use crate::store::{HashCache, Store};
 
+/// What an entry records of an `env!`/`option_env!` value: its digest
+/// ([`ENV_DIGEST`]), never the value, which may be a secret and would sit
+/// in `meta.json`, the index and the bucket. A digest proves a hit as well.
+/// Baked-root rows (`=root:<sentinel>`, see `linked.rs`) keep their path.
+pub fn env_digest(name: &str, value: &str) -> String {
+    if name.starts_with(super::linked::BAKED_ROOT) {
+        return value.to_string();
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"kache-env-v1\0");
+    hasher.update(name.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(value.as_bytes());
+    format!("{ENV_DIGEST}{}", hasher.finalize().to_hex())
+}
+
+/// The prefix of a recorded `env!` digest.
+pub const ENV_DIGEST: &str = "blake3:";
+
 /// The most recently used entry under `pre_key` whose recorded inputs all
 /// match now (an [`ABSENT`] input must still not exist) and whose `env!`
-/// values equal `env_value(name)`. Any doubt is a miss.
+/// rows equal `env_value(name)` (the recorded form: an [`env_digest`]).
+/// Any doubt is a miss.
+///
+/// Only regular files are hashed: an input that is now a device, a FIFO or
+/// a socket (`/dev/zero` grows memory without bound, a FIFO hangs the build)
+/// makes the entry impossible, and it is removed rather than tried again
+/// by every build.
 pub fn find_entry(
+    store: &mut Store,
+    hasher: &mut HashCache,
+    roots: &Roots,
+    pre_key: &str,
+    env_value: impl Fn(&str) -> Option<String>,
+) -> Result<Option<EntryMeta>> {
+    let mut impossible = Vec::new();
+    let found = find_matching(store, hasher, roots, pre_key, env_value, &mut impossible);
+    if !impossible.is_empty() {
+        tracing::warn!(
+            entries = impossible.len(),
+            "removing entries whose inputs are not regular files"
+        );
+        let _ = store.remove_entries(&impossible);
+    }
+    found
+}
+
+fn find_matching(
     store: &Store,
     hasher: &mut HashCache,
     roots: &Roots,
     pre_key: &str,
     env_value: impl Fn(&str) -> Option<String>,
+    impossible: &mut Vec<String>,
 ) -> Result<Option<EntryMeta>> {
     'candidates: for meta in store.index.candidates(pre_key)? {
         for (name, value) in &meta.env_deps {
@@ -35,7 +80,17 @@ pub fn find_entry(
             } else if input.hash.starts_with(LISTING) {
                 listing(&path).is_some_and(|now| now == input.hash)
             } else {
-                matches!(hasher.hash(store, &path), Ok(hashed) if hashed.hash == input.hash)
+                match std::fs::metadata(&path) {
+                    Ok(stat) if !stat.is_file() => {
+                        impossible.push(meta.cache_key.clone());
+                        continue 'candidates;
+                    }
+                    Ok(_) => matches!(
+                        hasher.hash(store, &path),
+                        Ok(hashed) if hashed.hash == input.hash
+                    ),
+                    Err(_) => false,
+                }
             };
             if !matches {
                 trace!(crate_name = %meta.crate_name, path = %input.path, "input differs");

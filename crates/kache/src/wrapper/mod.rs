@@ -8,6 +8,7 @@
 //! falls back to running rustc unchanged; every error after it only loses
 //! the store, never rustc's exit code or output.
 
+mod build_run;
 mod cc;
 mod compile;
 mod context;
@@ -69,6 +70,7 @@ pub fn is_other_program(arg: &OsStr, is_command: impl Fn(&str) -> bool) -> bool 
         || toolchain::find_program(arg).is_some()
 }
 
+pub use build_run::{SUBCOMMAND as BUILD_SCRIPT_RUN, launch as run_build_script};
 pub use cc::run as run_program;
 
 fn is_clippy(arg: &OsStr) -> bool {
@@ -89,6 +91,17 @@ pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
     };
     crate::logging::init_for_wrapper();
     if config.disabled {
+        return compile::passthrough(&raw, &args);
+    }
+    // A repository file's setting that was not applied is said once a build.
+    for ignored in &config.ignored {
+        crate::owner::say_once_per_build(&format!("kache: {ignored}"));
+    }
+    // Another user's cache directory is never read nor written: compile.
+    if let Err(err) = crate::owner::private_dir(&config.cache_dir)
+        && let Some(foreign) = crate::owner::as_foreign(&err)
+    {
+        crate::owner::say_once_per_build(&format!("kache: {foreign}: compiling without the cache"));
         return compile::passthrough(&raw, &args);
     }
     // clippy-driver is called as `clippy-driver <rustc> <args…>`.
@@ -151,14 +164,22 @@ pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
         Ok(session) => session,
         Err(err) => {
             warn!(crate_name = %invocation.crate_name, "cache unavailable: {err:#}");
+            store::after_error(&config.cache_dir, None, &err);
             record_passthrough(&config, &invocation, started, &format!("{err:#}"));
             return tool.passthrough(&plain);
         }
     };
-    session.run(&plain)
+    let code = session.run(&plain);
+    if code == 0 {
+        // Opt-in (KACHE_CACHE_BUILD_SCRIPTS): a build script's executable
+        // becomes a launcher that caches its runs; nothing else changes.
+        build_run::install_launchers(&invocation.crate_name, &session.out_dir, &session.outputs);
+    }
+    code
 }
 
-/// The value of an `env!` variable as it is keyed. A recorded name that
+/// The recorded form of an `env!` variable now (its digest, see
+/// [`lookup::env_digest`]). A recorded name that
 /// starts with [`linked::BAKED_ROOT`] is not a variable (no variable name
 /// holds a `=`): it is a machine-local root an output contained, valued by
 /// where that root is here (see `linked::baked_roots`).
@@ -167,11 +188,12 @@ fn env_dep_value(roots: &Roots, name: &str) -> Option<String> {
         return linked::root_path(roots, sentinel);
     }
     let value = std::env::var(name).ok()?;
-    Some(if context::env_dep_is_path_root(name) {
+    let value = if context::env_dep_is_path_root(name) {
         roots.normalizer.normalize(&value)
     } else {
         value
-    })
+    };
+    Some(lookup::env_digest(name, &value))
 }
 
 fn record_passthrough(config: &Config, invocation: &Invocation, started: Instant, reason: &str) {
@@ -271,6 +293,7 @@ impl<'a> Session<'a> {
             Ok(prepared) => prepared,
             Err(err) => {
                 warn!(crate_name, "cannot compute the key: {err:#}");
+                store::after_error(&self.config.cache_dir, Some(&mut self.store), &err);
                 record_passthrough(
                     self.config,
                     self.invocation,
@@ -452,7 +475,7 @@ impl<'a> Session<'a> {
     /// `env!` values all match now. Any doubt is a miss.
     fn lookup(&mut self, pre_key: &str) -> Result<Option<EntryMeta>> {
         let roots = &self.roots;
-        find_entry(&self.store, &mut self.hasher, roots, pre_key, |name| {
+        find_entry(&mut self.store, &mut self.hasher, roots, pre_key, |name| {
             env_dep_value(roots, name)
         })
     }
@@ -494,25 +517,59 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// What a restore of `meta` writes: each of its files paired with the
+    /// output *this invocation* names so (kind and executable bit from the
+    /// invocation, never from the entry). An entry holding a file this
+    /// compile would not write (another crate's output, an executable it
+    /// was not asked for) or lacking one it would is not this compile's.
+    fn restore_plan<'m>(&self, meta: &'m EntryMeta) -> Result<Vec<(&'m FileRecord, Output)>> {
+        let mut plan = Vec::with_capacity(meta.files.len());
+        for file in &meta.files {
+            let output = self
+                .invocation
+                .restorable(&file.name, &self.outputs)
+                .with_context(|| {
+                    format!(
+                        "the entry holds {:?}, which this compile does not write",
+                        file.name
+                    )
+                })?;
+            plan.push((file, output));
+        }
+        if let Some(missing) = self
+            .outputs
+            .iter()
+            .find(|o| !meta.files.iter().any(|f| f.name == o.name))
+        {
+            bail!("the entry lacks {}", missing.name);
+        }
+        Ok(plan)
+    }
+
     fn restore(&mut self, meta: &EntryMeta) -> Result<u64> {
+        let plan = self.restore_plan(meta)?;
         lookup::verify_blobs(&self.store, meta)?;
         std::fs::create_dir_all(&self.out_dir)?;
         let mut bytes = 0;
-        for file in &meta.files {
-            if file.name.contains('/') || file.name.starts_with('.') {
-                bail!("entry names an unsafe file {:?}", file.name);
-            }
-            let dest = self.out_dir.join(&file.name);
-            let method = if file.kind == OutputKind::DepInfo {
+        for (file, output) in plan {
+            let dest = self.out_dir.join(&output.name);
+            let executable = matches!(
+                output.kind,
+                OutputKind::Executable | OutputKind::LinkedExecutable
+            );
+            let method = if output.kind == OutputKind::DepInfo {
                 let text = String::from_utf8(self.store.read_blob(&file.hash)?)
                     .context("stored dep-info is not UTF-8")?;
                 self.store
                     .restore_bytes(self.roots.normalizer.denormalize(&text).as_bytes(), &dest)?
             } else {
-                let hardlink_ok = file.linkable();
-                let method =
-                    self.store
-                        .restore_file(&file.hash, &dest, hardlink_ok, file.executable)?;
+                let hardlink_ok = matches!(
+                    output.kind,
+                    OutputKind::Immutable | OutputKind::LinkedExecutable
+                );
+                let method = self
+                    .store
+                    .restore_file(&file.hash, &dest, hardlink_ok, executable)?;
                 self.hasher.remember(&dest, &file.hash);
                 method
             };
@@ -621,6 +678,7 @@ impl<'a> Session<'a> {
             }
             Err(err) => {
                 debug!(crate_name = %self.invocation.crate_name, "not stored: {err:#}");
+                store::after_error(&self.config.cache_dir, Some(&mut self.store), &err);
                 let compile_ms = compiled.elapsed.as_millis() as u64;
                 self.finish(
                     Outcome::Miss,
@@ -724,12 +782,14 @@ impl<'a> Session<'a> {
             .env
             .iter()
             .map(|(name, value)| {
+                // Recorded as a digest (`lookup::env_digest`), never the value.
                 let value = value.as_ref().map(|v| {
-                    if context::env_dep_is_path_root(name) {
+                    let v = if context::env_dep_is_path_root(name) {
                         normalizer.normalize(v)
                     } else {
                         v.clone()
-                    }
+                    };
+                    lookup::env_digest(name, &v)
                 });
                 (name.clone(), value)
             })
@@ -776,7 +836,7 @@ impl<'a> Session<'a> {
                 kind: output.kind,
             });
         }
-        fault_point("after-blobs");
+        crate::fault::point("after-blobs");
         let meta = EntryMeta {
             version: META_VERSION,
             cache_key,
@@ -949,18 +1009,6 @@ fn cargo_identity(rustc_vv: &str) -> Option<kache_core::manifest::Identity> {
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     kache_core::manifest::Identity::of_cargo(&args, rustc_vv)
-}
-
-/// Fault injection for the crash-safety tests: with `KACHE_FAULT=<point>`
-/// the process kills itself with SIGKILL at that point, as an OOM killer or
-/// a cancelled CI job would.
-pub fn fault_point(point: &str) {
-    if std::env::var("KACHE_FAULT").is_ok_and(|v| v == point) {
-        // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
 }
 
 /// `debug` when optimisations are off, else `release`.

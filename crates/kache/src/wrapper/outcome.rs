@@ -185,7 +185,8 @@ pub fn report(
         Outcome::Dup => "dup",
         Outcome::Miss => "miss",
         Outcome::WrongHit => "WRONG HIT (KACHE_VERIFY: outputs differ; compiled output kept)",
-        Outcome::Passthrough => return,
+        // A compile never records a refusal; the daemon and `sync` do.
+        Outcome::Passthrough | Outcome::Refused => return,
     };
     let show = match config.progress {
         Progress::Off => false,
@@ -208,7 +209,8 @@ pub fn report(
                 let _ = tty.write_all(line.as_bytes());
             }
         } else {
-            let _ = std::io::stderr().write_all(line.as_bytes());
+            // Not our stderr: cargo would replay it in no-op builds.
+            events::tell(&line);
         }
     }
 }

@@ -1,0 +1,333 @@
+//! The OCI registry remote (`type = "oci"`): a real registry (Debian's
+//! `docker-registry`, the CNCF distribution registry, on loopback with
+//! bcrypt htpasswd auth) and real cargo builds on both sides — pushed by
+//! one runner, served to a fresh one through the daemon's remote hits and
+//! prefetch, and learned from by the planner.
+
+mod common;
+#[path = "common/registry.rs"]
+mod registry;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{EXPECTED_LINE, LIBS, Run, World, run_app};
+use registry::Registry;
+
+/// Builds that leave the remote to `kache sync`: no daemon.
+const LOCAL: &[(&str, &str)] = &[("KACHE_LOCAL_ONLY", "1")];
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn ok(out: Output) -> String {
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "kache failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// How many entries a fresh cache could pull from the remote of `env`.
+fn remote_entries(env: &[(String, String)]) -> usize {
+    let probe = World::with_env(env.to_vec());
+    let out = ok(probe.kache_in(
+        probe.root.path(),
+        &["sync", "--pull", "--all", "--dry-run"],
+        &[],
+    ));
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("would pull ") && l.contains(" entries from "))
+        .unwrap_or_else(|| panic!("{out}"));
+    line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+/// The `source` of every hit of `crate_name` in a run.
+fn hit_sources(run: &Run, crate_name: &str) -> Vec<String> {
+    run.events
+        .iter()
+        .filter(|e| e["crate_name"] == crate_name && e["outcome"] == "hit")
+        .map(|e| e["source"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn a_fresh_runner_is_served_from_the_registry_by_remote_and_prefetch_hits() {
+    let registry = Registry::start();
+    let a = World::with_env(registry.env());
+    let project = a.project("p");
+    // Runner A: the first build starts the daemon on demand, which uploads
+    // every miss to the registry.
+    a.cargo(&project, &["build"]).ok();
+    ok(a.kache(&["daemon", "stop", "--drain", "60"]));
+    assert_eq!(remote_entries(&registry.env()), LIBS.len());
+
+    // Runner B: a new cache and a new checkout path; no daemon started
+    // first (the first compile waits for the one it starts). `fx_app`
+    // bakes its checkout path in (`env!("CARGO_MANIFEST_DIR")`), so it is
+    // machine-local by design and compiles here; every portable library
+    // comes from the registry.
+    let b = World::with_env(registry.env());
+    let checkout = b.project("elsewhere");
+    let run = b.cargo(&checkout, &["build"]).ok();
+    for lib in ["fx_gen", "fx_core", "fx_macros"] {
+        let sources = hit_sources(&run, lib);
+        assert_eq!(sources.len(), 1, "{lib}: {:?}", run.outcomes());
+        assert!(
+            sources[0] == "remote" || sources[0] == "prefetch",
+            "{lib} came from {sources:?}"
+        );
+    }
+    assert_eq!(run.outcome("fx_app"), "miss");
+    assert!(
+        run.stderr().contains("remote hit") || run.stderr().contains("prefetch hit"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(run_app(&checkout), EXPECTED_LINE);
+    let status = ok(b.kache(&["daemon"]));
+    assert!(
+        status.contains(registry.url.trim_start_matches("http://")),
+        "{status}"
+    );
+    ok(b.kache(&["daemon", "stop", "--drain", "10"]));
+
+    // Runner C: a new cache, A's checkout path after `cargo clean`: every
+    // library unit is served, the first build already.
+    a.cargo(&project, &["clean"]).ok();
+    let c = World::with_env(registry.env());
+    let run = c.cargo(&project, &["build"]).ok();
+    for lib in LIBS {
+        let sources = hit_sources(&run, lib);
+        assert_eq!(sources.len(), 1, "{lib}: {:?}", run.outcomes());
+        assert!(
+            sources[0] == "remote" || sources[0] == "prefetch",
+            "{lib} came from {sources:?}"
+        );
+    }
+    assert_eq!(run_app(&project), EXPECTED_LINE);
+    ok(c.kache(&["daemon", "stop", "--drain", "10"]));
+}
+
+#[test]
+fn sync_and_save_manifest_round_trip_through_the_registry() {
+    let registry = Registry::start();
+    let a = World::with_env(registry.env());
+    let project = a.project("p");
+    a.cargo_with(&project, &["build"], LOCAL).ok();
+    let pushed = ok(a.kache_in(&project, &["sync", "--push"], &[]));
+    assert!(
+        pushed.contains(&format!("pushed {} entries", LIBS.len())),
+        "{pushed}"
+    );
+    let again = ok(a.kache_in(&project, &["sync", "--push"], &[]));
+    assert!(again.contains("pushed 0 entries"), "{again}");
+    let saved = ok(a.kache_in(&project, &["save-manifest", "--namespace", "ci-main"], &[]));
+    assert!(
+        saved.contains(&format!("wrote {} entries", LIBS.len())),
+        "{saved}"
+    );
+
+    a.cargo(&project, &["clean"]).ok();
+    let b = World::with_env(registry.env());
+    let checkout = project.clone();
+    let pulled = ok(b.kache_in(&checkout, &["sync", "--pull"], &[]));
+    assert!(
+        pulled.contains(&format!("pulled {} entries", LIBS.len())),
+        "{pulled}"
+    );
+    let warm = b.cargo_with(&checkout, &["build"], LOCAL).ok();
+    for lib in LIBS {
+        assert_eq!(warm.outcome(lib), "hit", "{lib}: {:?}", warm.outcomes());
+    }
+    assert_eq!(run_app(&checkout), EXPECTED_LINE);
+    b.assert_store_verifies();
+}
+
+#[test]
+fn a_wrong_password_is_one_clear_line_and_a_failure() {
+    let registry = Registry::start();
+    let world = World::with_env(registry.env());
+    let project = world.project("p");
+    world.cargo_with(&project, &["build"], LOCAL).ok();
+    let out = world.kache_in(
+        &project,
+        &["sync", "--push"],
+        &[("KACHE_OCI_PASSWORD", "not-the-password")],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("access denied"), "{stderr}");
+    assert!(stderr.contains("KACHE_OCI_PASSWORD"), "{stderr}");
+    assert!(
+        stderr.contains(registry.url.trim_start_matches("http://"))
+            && stderr.contains(&registry.repository),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_registry_that_is_down_or_stalls_keeps_builds_green_within_the_deadline() {
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    // Accepts connections and never answers.
+    let stalled = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stalled_url = format!("http://{}", stalled.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in stalled.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    for url in [closed.clone(), stalled_url] {
+        let world = World::with_env(vec![
+            ("KACHE_OCI_REGISTRY".into(), url.clone()),
+            ("KACHE_OCI_REPOSITORY".into(), "team/cache".into()),
+            ("KACHE_OCI_USERNAME".into(), "u".into()),
+            ("KACHE_OCI_PASSWORD".into(), "p".into()),
+            ("KACHE_REMOTE_DEADLINE_MS".into(), "500".into()),
+        ]);
+        let project = world.project("p");
+        let run = world.cargo(&project, &["build"]).ok();
+        for lib in LIBS {
+            assert_eq!(run.outcome(lib), "miss", "{url} {lib}");
+        }
+        assert_eq!(run_app(&project), EXPECTED_LINE);
+        let _ = world.kache(&["daemon", "stop", "--drain", "0"]);
+        if url != closed {
+            continue;
+        }
+        // `kache sync` says what failed in one line and fails.
+        let out = world.kache_in(&project, &["sync", "--push"], &[]);
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{url}: {stdout}");
+        assert!(
+            stderr.contains(url.trim_start_matches("http://")),
+            "{stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
+}
+
+/// `target/<profile>/kache-service`, built if the test run did not build it.
+fn service_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("kache-service");
+    if !bin.is_file() {
+        let status = Command::new("cargo")
+            .args(["build", "-p", "kache-service"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build -p kache-service");
+        assert!(status.success());
+    }
+    bin
+}
+
+/// The body of `GET path` on a loopback HTTP server.
+fn http_get(base: &str, path: &str) -> String {
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn the_planner_learns_from_what_runners_saved_in_the_registry() {
+    let registry = Registry::start();
+    let a = World::with_env(registry.env());
+    let project = a.project("p");
+    a.cargo_with(&project, &["build"], LOCAL).ok();
+    ok(a.kache_in(&project, &["save-manifest", "--namespace", "ci"], &[]));
+
+    let db = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(service_binary());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("KACHE_") {
+            cmd.env_remove(name);
+        }
+    }
+    let mut child = cmd
+        .envs(registry.env())
+        .args(["--bind", "127.0.0.1:0", "--scan-interval", "1", "--db-path"])
+        .arg(db.path().join("planner.db"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kache-service");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("kache-service listening on ") {
+                let _ = tx.send(url.trim().to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the service printed its address");
+    let metric = |name: &str| -> f64 {
+        http_get(&url, "/metrics")
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .map(|v| v.trim().parse().unwrap_or(0.0))
+            })
+            .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let manifest = "kache_planner_ingested_documents_total{kind=\"bucket_manifest\"}";
+    let shard = "kache_planner_ingested_documents_total{kind=\"bucket_shard\"}";
+    while metric(manifest) < 1.0 || metric(shard) < 1.0 {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "the planner learned nothing from the registry:\n{}",
+                http_get(&url, "/metrics")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // What it learned shows in plans: history for a crate runner A built.
+    let plan = http_post(&url, "/v2/prefetch-plan", r#"{"crate_names": ["fx_core"]}"#);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(plan.contains("\"disposition\":\"execute\""), "{plan}");
+    assert!(plan.contains("\"crate_name\":\"fx_core\""), "{plan}");
+}
+
+/// The body of `POST path` with a JSON body on a loopback HTTP server.
+fn http_post(base: &str, path: &str, body: &str) -> String {
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let Ok(mut stream) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
