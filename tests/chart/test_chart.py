@@ -29,7 +29,7 @@ SCENARIOS = {
             "ingestExistingSecret": "planner-ingest",
             "ingestNamespaces": "ci-*,main",
         },
-        "planner": {"maxArtifacts": 50000},
+        "planner": {"maxArtifacts": 50000, "trustedKeys": ["ed25519:" + "ab" * 32, "ed25519:" + "cd" * 32]},
     },
     "ha": {"replicaCount": 2, "ha": {"enabled": True, "leaseName": "planner-lock"}},
     "bucket": {
@@ -38,6 +38,7 @@ SCENARIOS = {
             "endpoint": "http://garage.storage:3900",
             "existingSecret": "bucket-keys",
             "scanInterval": 30,
+            "gc": {"interval": 3600, "keepDays": 7, "maxBytes": 500_000_000_000},
         }
     },
     "combined": {
@@ -255,6 +256,15 @@ def test_the_bucket_settings_reach_the_pod_and_keys_come_only_from_the_secret():
     assert variables["KACHE_S3_REGION"]["value"] == "us-east-1"
     assert variables["KACHE_S3_PREFIX"]["value"] == "artifacts"
     assert variables["KACHE_PLANNER_SCAN_INTERVAL"]["value"] == "30"
+    assert variables["KACHE_PLANNER_GC_INTERVAL"]["value"] == "3600"
+    assert variables["KACHE_PLANNER_GC_KEEP_DAYS"]["value"] == "7"
+    assert variables["KACHE_PLANNER_GC_GRACE"]["value"] == "21600"
+    # Large byte counts are written whole, not as 5e+11.
+    assert variables["KACHE_PLANNER_GC_MAX_BYTES"]["value"] == "500000000000"
+    # By default: collected only on demand, to no byte bound.
+    defaults = env(render({"bucket": {"name": "rust-cache"}}))
+    assert defaults["KACHE_PLANNER_GC_INTERVAL"]["value"] == "0"
+    assert "KACHE_PLANNER_GC_MAX_BYTES" not in defaults
     for name, key in [("KACHE_S3_ACCESS_KEY", "access-key"), ("KACHE_S3_SECRET_KEY", "secret-key")]:
         assert "value" not in variables[name]
         assert variables[name]["valueFrom"]["secretKeyRef"] == {"name": "bucket-keys", "key": key}
@@ -284,9 +294,14 @@ def test_notes_tell_clients_the_endpoint():
         {"planner": {"dbpath": "/typo"}},
         {"replicas": 2},
         {"bucket": {"scanInterval": 0}},
+        {"bucket": {"gc": {"keepDays": 0}}},
+        {"bucket": {"gc": {"maxBytes": "1T"}}},
+        {"bucket": {"gc": {"every": 60}}},
         {"bucket": {"bucket": "typo"}},
         {"planner": {"maxArtifacts": 0}},
         {"planner": {"maxArtifacts": "many"}},
+        {"planner": {"trustedKeys": "ed25519:" + "ab" * 32}},
+        {"planner": {"trustedKeys": ["rsa:abc"]}},
         {"auth": {"ingestNamespaces": "ci/*"}},
         {"auth": {"ingestSecret": "typo"}},
         {"resources": {"limit": {"memory": "1Gi"}}},
@@ -367,6 +382,11 @@ def test_the_pod_has_requests_limits_and_a_state_bound(scenario):
     bound = values.get("planner", {}).get("maxArtifacts", 100000)
     variables = {v["name"]: v for v in planner["env"]}
     assert variables["KACHE_PLANNER_MAX_ARTIFACTS"]["value"] == str(bound)
+    keys = values.get("planner", {}).get("trustedKeys", [])
+    if keys:
+        assert variables["KACHE_PLANNER_TRUSTED_KEYS"]["value"] == ",".join(keys)
+    else:
+        assert "KACHE_PLANNER_TRUSTED_KEYS" not in variables
 
 
 def test_notes_say_loudly_when_the_planner_is_open_and_what_each_token_may_do():

@@ -97,6 +97,7 @@ pub fn document() -> Value {
     let readiness = schema_of::<Readiness>(&mut generator);
     let ingested = schema_of::<IngestReply>(&mut generator);
     let feedback_reply = schema_of::<FeedbackReply>(&mut generator);
+    let gc_report = schema_of::<crate::gc::Report>(&mut generator);
     let components = generator.take_definitions(true);
 
     let json_body = |schema: &Value| json!({"content": {"application/json": {"schema": schema}}});
@@ -208,6 +209,24 @@ pub fn document() -> Value {
                     "500": failure("The database refused the write (the report can be retried)."),
                 })),
             }},
+            "/v2/gc": {"post": {
+                "summary": "Collect the bucket now",
+                "description": "Deletes what no young build manifest or shard references, no plan used lately and no upload is still writing (see ARCHITECTURE.md); needs the ingest scope for every namespace. With dry_run, decides and deletes nothing.",
+                "security": [{}, {"bearer": []}],
+                "parameters": [{"name": "dry_run", "in": "query", "required": false,
+                                "description": "Decide, report, delete nothing.",
+                                "schema": {"type": "boolean", "default": false}}],
+                "responses": {
+                    "200": reply("What the collection decided.", &gc_report),
+                    "400": failure("A malformed query."),
+                    "401": failure("Missing or wrong bearer token (when one is configured)."),
+                    "403": failure("A valid token without the ingest scope for every namespace."),
+                    "404": failure("No bucket is configured."),
+                    "409": failure("A collection is already running."),
+                    "502": failure("The bucket failed (unreachable, or it refused a delete: a read-only key)."),
+                    "503": failure("Not ready: not the leader, or still loading."),
+                },
+            }},
         },
         "components": {
             "schemas": components,
@@ -248,6 +267,7 @@ mod tests {
             "/v2/manifests",
             "/v2/shards/{namespace}/{shard_hash}",
             "/v2/plan-feedback",
+            "/v2/gc",
         ];
         for route in routes {
             assert!(paths.contains(&route), "{route} is not in the document");

@@ -86,9 +86,50 @@ pub struct Config {
     /// A shared directory instead of a bucket (the clients' `type = "fs"`).
     #[arg(long, env = "KACHE_REMOTE_DIR", conflicts_with = "s3_bucket")]
     pub remote_dir: Option<PathBuf>,
+    /// Public keys (`ed25519:…`, comma-separated) whose signatures make a
+    /// build manifest or shard worth learning from; none learns from every
+    /// well-formed document.
+    #[arg(
+        long,
+        env = "KACHE_PLANNER_TRUSTED_KEYS",
+        default_value = "",
+        value_parser = kache_remote::sign::TrustedKeys::parse
+    )]
+    pub trusted_keys: kache_remote::sign::TrustedKeys,
     /// Seconds between two scans of the bucket.
     #[arg(long, env = "KACHE_PLANNER_SCAN_INTERVAL", default_value_t = 60)]
     pub scan_interval: u64,
+    /// Seconds between two collections of the bucket (`gc.rs`); 0 (the
+    /// default) collects only on demand.
+    #[arg(long, env = "KACHE_PLANNER_GC_INTERVAL", default_value_t = 0)]
+    pub gc_interval: u64,
+    /// Entries a build manifest or shard this young references, or plan
+    /// feedback reported used this recently, are never collected.
+    #[arg(long, env = "KACHE_PLANNER_GC_KEEP_DAYS", default_value_t = crate::gc::DEFAULT_KEEP_DAYS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub gc_keep_days: u64,
+    /// Collect other entries only until the bucket holds at most this many
+    /// bytes; unset collects every one.
+    #[arg(long, env = "KACHE_PLANNER_GC_MAX_BYTES")]
+    pub gc_max_bytes: Option<u64>,
+    /// Seconds an object is young (an upload in progress): never collected.
+    #[arg(long, env = "KACHE_PLANNER_GC_GRACE", default_value_t = crate::gc::DEFAULT_GRACE_SECS)]
+    pub gc_grace: u64,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Collect the bucket once (with the database at --db-path, for plan
+    /// feedback) and print each deletion; the service must not be running
+    /// on that database (use `POST /v2/gc` then).
+    Gc {
+        /// Print the decisions, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Where Kubernetes mounts the pod's namespace.
@@ -96,6 +137,15 @@ pub const SERVICE_ACCOUNT_NAMESPACE: &str =
     "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
 impl Config {
+    /// What a collection keeps (`--gc-*`).
+    pub fn gc_settings(&self) -> crate::gc::Settings {
+        crate::gc::Settings {
+            keep_days: self.gc_keep_days,
+            grace_secs: self.gc_grace,
+            max_bytes: self.gc_max_bytes,
+        }
+    }
+
     /// The bucket (or shared directory) to learn from, if configured.
     pub fn remote(&self) -> Option<kache_remote::Backend> {
         if let Some(dir) = &self.remote_dir {

@@ -56,6 +56,10 @@ pub struct App {
     plans: Mutex<PlanLog>,
     /// `GET /openapi.json`, written once.
     openapi: Bytes,
+    /// Which manifests and shards are learned (signatures).
+    pub documents: crate::signed::Documents,
+    /// The bucket `POST /v2/gc` collects, when one is configured.
+    pub gc: Option<Arc<crate::gc::Collector>>,
 }
 
 /// Executed plans kept for feedback: the newest [`PLAN_LOG_CAPACITY`].
@@ -118,6 +122,8 @@ impl App {
             fault_planning: std::env::var("KACHE_PLANNER_FAULT").is_ok_and(|v| v == "planning"),
             plans: Mutex::new(PlanLog::default()),
             openapi: Bytes::from(crate::api::document().to_string()),
+            documents: crate::signed::Documents::new(Default::default(), "artifacts"),
+            gc: None,
         }
     }
 
@@ -174,6 +180,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2/manifests", post(ingest_manifest))
         .route("/v2/shards/{namespace}/{shard_hash}", post(ingest_shard))
         .route("/v2/plan-feedback", post(plan_feedback))
+        .route("/v2/gc", post(crate::gc::route))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
@@ -375,8 +382,8 @@ async fn apply(app: &App, kind: &str, observations: Vec<ingest::Observation>) ->
     }
 }
 
-/// `POST /v2/manifests`. Signature checks of the document belong between
-/// parsing and [`ingest::from_manifest`].
+/// `POST /v2/manifests`. With trusted keys, a manifest no trusted key
+/// signed (for where its `manifest_key` stores it) is 403.
 async fn ingest_manifest(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -389,18 +396,22 @@ async fn ingest_manifest(
     // Parsing megabytes is CPU-bound: the worker's other tasks (plans)
     // move elsewhere meanwhile.
     let observations = tokio::task::block_in_place(|| {
-        let manifest: BuildManifest = parse(&body)?;
+        let manifest: BuildManifest = parse(&body).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         drop(body);
-        ingest::from_manifest(&manifest).map_err(|err| format!("{err:#}"))
+        app.documents
+            .manifest(&manifest, None)
+            .map_err(|refusal| refused(&app, &refusal))?;
+        ingest::from_manifest(&manifest)
+            .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err:#}")))
     });
     match observations {
         Ok(observations) => apply(&app, "manifest", observations).await,
-        Err(message) => error(StatusCode::BAD_REQUEST, message),
+        Err((status, message)) => error(status, message),
     }
 }
 
-/// `POST /v2/shards/{namespace}/{shard_hash}`. Signature checks of the
-/// document belong between parsing and [`ingest::from_shard`].
+/// `POST /v2/shards/{namespace}/{shard_hash}`. With trusted keys, a shard
+/// no trusted key signed for this namespace and name is 403.
 async fn ingest_shard(
     State(app): State<Arc<App>>,
     Path((namespace, shard_hash)): Path<(String, String)>,
@@ -412,14 +423,32 @@ async fn ingest_shard(
         Err(refusal) => return refusal,
     };
     let observations = tokio::task::block_in_place(|| {
-        let shard: Shard = parse(&body)?;
+        let shard: Shard = parse(&body).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         drop(body);
-        ingest::from_shard(&namespace, &shard_hash, &shard).map_err(|err| format!("{err:#}"))
+        app.documents
+            .shard(&shard, &namespace, &shard_hash, None)
+            .map_err(|refusal| refused(&app, &refusal))?;
+        ingest::from_shard(&namespace, &shard_hash, &shard)
+            .map_err(|err| (StatusCode::BAD_REQUEST, format!("{err:#}")))
     });
     match observations {
         Ok(observations) => apply(&app, "shard", observations).await,
-        Err(message) => error(StatusCode::BAD_REQUEST, message),
+        Err((status, message)) => error(status, message),
     }
+}
+
+/// Counts a document refused for its signature; the 403 that answers it.
+fn refused(app: &App, refusal: &kache_remote::sign::Refusal) -> (StatusCode, String) {
+    app.metrics
+        .refused_documents
+        .get_or_create(&crate::metrics::KindLabel {
+            kind: refusal.reason().to_string(),
+        })
+        .inc();
+    (
+        StatusCode::FORBIDDEN,
+        format!("the document is refused: {refusal} (trusted keys are set)"),
+    )
 }
 
 /// Counts a report by outcome and answers.

@@ -12,11 +12,13 @@ mod api;
 mod auth;
 mod config;
 mod db;
+mod gc;
 mod ha;
 mod http;
 mod ingest;
 mod metrics;
 mod scan;
+mod signed;
 mod state;
 
 use std::path::Path;
@@ -68,7 +70,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let outcome = match config.command.clone() {
+        Some(config::Command::Gc { dry_run }) => runtime.block_on(gc::cli(config, dry_run)),
+        None => runtime.block_on(serve(config)),
+    };
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("kache-service: {err:#}");
@@ -141,7 +147,16 @@ async fn serve(config: Config) -> Result<()> {
         _ => {}
     }
     let limits = Limits::new(config.max_artifacts);
-    let app = Arc::new(App::new(config.planner_name.clone(), auth, limits));
+    let mut app = App::new(config.planner_name.clone(), auth, limits);
+    app.documents = signed::Documents::new(config.trusted_keys.clone(), &config.s3_prefix);
+    if !app.documents.checked() {
+        warn!(
+            "no trusted keys (--trusted-keys / KACHE_PLANNER_TRUSTED_KEYS): every well-formed \
+             manifest and shard is learned, signed or not"
+        );
+    }
+    app.gc = gc::collector(&config)?;
+    let app = Arc::new(app);
     app.metrics.max_artifacts.set(limits.max_artifacts as i64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -211,6 +226,19 @@ async fn serve(config: Config) -> Result<()> {
         None => None,
     };
 
+    let gc_task = app
+        .gc
+        .clone()
+        .filter(|_| config.gc_interval > 0)
+        .map(|collector| {
+            tokio::spawn(gc::run(
+                app.clone(),
+                collector,
+                std::time::Duration::from_secs(config.gc_interval),
+                shutdown_rx.clone(),
+            ))
+        });
+
     let server =
         axum::serve(listener, http::router(app.clone())).with_graceful_shutdown(async move {
             shutdown_signal().await;
@@ -222,6 +250,9 @@ async fn serve(config: Config) -> Result<()> {
         let _ = task.await;
     }
     if let Some(task) = scan_task {
+        let _ = task.await;
+    }
+    if let Some(task) = gc_task {
         let _ = task.await;
     }
     app.set_backend(None).await;

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub ingested: Family<KindLabel, Counter>,
     /// Bucket documents skipped as malformed or hostile.
     pub scan_skipped: Counter,
+    /// Manifests and shards refused for their signature (trusted keys set),
+    /// by reason (`unsigned`, `untrusted key`, `bad signature`).
+    pub refused_documents: Family<KindLabel, Counter>,
     /// Bucket scans that failed (the bucket was unreachable).
     pub scan_errors: Counter,
     /// Records dropped to stay within `KACHE_PLANNER_MAX_ARTIFACTS`.
@@ -72,6 +75,8 @@ pub struct Metrics {
     pub feedback_bytes: Family<FeedbackLabel, Counter>,
     /// Feedback reports by outcome (`ok`, `unknown_plan`, `bad_request`).
     pub feedback_reports: Family<OutcomeLabel, Counter>,
+    /// The bucket's collections (`kache_planner_gc_*`, see `gc.rs`).
+    pub gc: crate::gc::GcMetrics,
 }
 
 impl Metrics {
@@ -138,6 +143,12 @@ impl Metrics {
             "Bucket documents skipped as malformed or hostile",
             scan_skipped.clone(),
         );
+        let refused_documents = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "refused_documents",
+            "Manifests and shards refused for their signature, by reason",
+            refused_documents.clone(),
+        );
         let scan_errors = Counter::default();
         registry.register(
             "scan_errors",
@@ -196,7 +207,9 @@ impl Metrics {
             "Plan feedback reports by outcome",
             feedback_reports.clone(),
         );
+        let gc = crate::gc::GcMetrics::register(&mut registry);
         Self {
+            gc,
             registry,
             feedback_candidates,
             feedback_bytes,
@@ -209,6 +222,7 @@ impl Metrics {
             crates,
             ingested,
             scan_skipped,
+            refused_documents,
             scan_errors,
             evicted_artifacts,
             evicted_sightings,

@@ -98,11 +98,9 @@ pub async fn scan_once(
         } else {
             storage.get(&object.name).await?
         };
-        // Signature checks of the document belong in `observations`,
-        // between parsing and ingest.
         let parsed = body
             .ok_or_else(|| anyhow::anyhow!("missing or larger than {MAX_DOCUMENT_BYTES} bytes"))
-            .and_then(|bytes| observations(&kind, &bytes));
+            .and_then(|bytes| observations(app, &kind, &object.name, &bytes));
         // Shared: plans go on while this document is stored (see ingest.rs).
         let guard = app.backend.read().await;
         let Some(backend) = guard.as_ref() else {
@@ -161,15 +159,38 @@ fn classify(root: &str, name: &str) -> Option<Document> {
     }
 }
 
-fn observations(kind: &Document, bytes: &[u8]) -> anyhow::Result<Vec<ingest::Observation>> {
-    match kind {
+/// What a document stored at `object` teaches, once it parses and (with
+/// trusted keys) carries a trusted signature for that very object.
+fn observations(
+    app: &App,
+    kind: &Document,
+    object: &str,
+    bytes: &[u8],
+) -> anyhow::Result<Vec<ingest::Observation>> {
+    let checked = match kind {
         Document::Manifest => {
             let manifest: BuildManifest = serde_json::from_slice(bytes)?;
-            ingest::from_manifest(&manifest)
+            app.documents
+                .manifest(&manifest, Some(object))
+                .map(|()| ingest::from_manifest(&manifest))
         }
         Document::Shard { namespace, hash } => {
             let shard: Shard = serde_json::from_slice(bytes)?;
-            ingest::from_shard(namespace, hash, &shard)
+            app.documents
+                .shard(&shard, namespace, hash, Some(object))
+                .map(|()| ingest::from_shard(namespace, hash, &shard))
+        }
+    };
+    match checked {
+        Ok(observations) => observations,
+        Err(refusal) => {
+            app.metrics
+                .refused_documents
+                .get_or_create(&KindLabel {
+                    kind: refusal.reason().to_string(),
+                })
+                .inc();
+            anyhow::bail!("refused: {refusal} (trusted keys are set)")
         }
     }
 }

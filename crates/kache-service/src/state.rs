@@ -63,6 +63,11 @@ pub struct Artifact {
 pub struct KeyFeedback {
     pub used: u32,
     pub unused: u32,
+    /// When a build last reported it used (ms since the epoch; 0: never or
+    /// before this was recorded). The bucket's collection keeps a key used
+    /// within its window (`gc.rs`).
+    #[serde(default)]
+    pub last_used_ms: u64,
 }
 
 /// A key offered this often and never used is not guessed any more.
@@ -573,6 +578,9 @@ impl State {
                     .or_insert_with(|| self.feedback.get(key).copied().unwrap_or_default());
                 if is_used {
                     counts.used += 1;
+                    counts.last_used_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
                 } else {
                     counts.unused += 1;
                 }
@@ -582,6 +590,11 @@ impl State {
             .into_iter()
             .map(|(key, counts)| (key.to_string(), counts))
             .collect()
+    }
+
+    /// What builds did with a key plans offered, if any reported on it.
+    pub fn feedback_of(&self, cache_key: &str) -> Option<KeyFeedback> {
+        self.feedback.get(cache_key).copied()
     }
 
     /// Sets what builds did with a key plans offered.

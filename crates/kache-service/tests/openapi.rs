@@ -68,7 +68,7 @@ fn every_operation_answers_as_the_openapi_document_says() {
         "schemathesis found a problem:\n{report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains("8 selected / 8 total"), "{report}");
+    assert!(report.contains("9 selected / 9 total"), "{report}");
     assert!(!report.contains("failed"), "{report}");
     assert_eq!(service.stop(), 0);
 }

@@ -17,6 +17,9 @@
 //! - `KACHE_DIFFTEST_STEPS`: a number (steps per seed), or the exact steps,
 //!   `;`-separated, as a divergence prints them.
 //! - `KACHE_DIFFTEST_VERBOSE=1`: every step and what each side saw.
+//! - `KACHE_DIFFTEST_BUILD_SCRIPTS=1`: the kache side caches build-script
+//!   runs (`KACHE_CACHE_BUILD_SCRIPTS=1`); the flag-on test below always
+//!   does, on its own seed set.
 //! - `KACHE_DIFFTEST_SELF_CHECK=1`: both sides plain cargo. Any divergence
 //!   then is the tester's own (a step whose outcome depends on timing), not
 //!   kache's: run it after changing the steps or the fixture.
@@ -42,6 +45,16 @@ use common::{World, copy_dir, fixture_dir};
 /// The seeds CI runs, and their length (about 3 minutes here, 2 cores).
 const CI_SEEDS: &[u64] = &[1, 2, 3, 4, 7];
 const CI_STEPS: usize = 24;
+/// The seeds the flag-on test (`KACHE_CACHE_BUILD_SCRIPTS=1`) runs, picked
+/// so that together they hold every step that matters to a build-script
+/// run (see `the_build_script_seeds_hold_every_kind_of_step`). The fixture's
+/// scripts: `app` (OUT_DIR, an undeclared read, `rustc-env`, `rustc-cfg`),
+/// `leaf` (declares nothing; both read `src/lib.rs` under `DT_UNDECLARED`,
+/// see `run_sequence`), `cdep` (C through `cc`, a declared folder),
+/// `assets` (a declared folder and variable).
+const CI_SCRIPT_SEEDS: &[u64] = &[1, 2, 3, 4, 7];
+/// The build-script flag, for the kache side.
+const SCRIPTS_FLAG: &str = "KACHE_CACHE_BUILD_SCRIPTS";
 
 /// Files holding a `/*dt*/<number>` marker, the edit steps' targets.
 const EDITABLE: &[&str] = &[
@@ -637,12 +650,33 @@ struct Fresh {
 /// Runs `steps` on a new pair of checkouts; stops at the first divergence.
 /// Also returns how often each kache outcome happened (`hit=12 miss=30 …`),
 /// so that a pass shows it was not a pass of a cache that never hit.
-fn run_sequence(seed: u64, steps: &[Step]) -> (Option<Divergence>, String) {
-    let world = World::with_env(vec![("KACHE_LOCAL_ONLY".into(), "1".into())]);
+/// With `scripts`, the kache side caches build-script runs (plain cargo
+/// never sees the flag's effect: it has no wrapper to install a launcher);
+/// their outcomes count apart (`run-hit=3`). Both sides then also get
+/// `DT_UNDECLARED=1`, for the whole sequence: the `app` and `leaf` scripts
+/// read `src/lib.rs` (undeclared; in a package that declares nothing).
+/// Without the flag, `KACHE_DIFFTEST_UNDECLARED=1` sets it too.
+fn run_sequence(seed: u64, steps: &[Step], scripts: bool) -> (Option<Divergence>, String) {
+    let mut env = vec![("KACHE_LOCAL_ONLY".to_string(), "1".to_string())];
+    if scripts {
+        env.push((SCRIPTS_FLAG.to_string(), "1".to_string()));
+    }
+    if scripts || std::env::var_os("KACHE_DIFFTEST_UNDECLARED").is_some_and(|v| v == "1") {
+        env.push(("DT_UNDECLARED".to_string(), "1".to_string()));
+    }
+    let world = World::with_env(env);
     let divergence = run_in(&world, seed, steps);
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for event in world.events() {
-        let outcome = event["outcome"].as_str().unwrap_or("?").to_string();
+        let outcome = event["outcome"].as_str().unwrap_or("?");
+        let run = event["crate_name"]
+            .as_str()
+            .is_some_and(|c| c.ends_with(":build-script-run"));
+        let outcome = if run {
+            format!("run-{outcome}")
+        } else {
+            outcome.to_string()
+        };
         *counts.entry(outcome).or_default() += 1;
     }
     let counts: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
@@ -737,6 +771,7 @@ fn shrink(
     steps: Vec<Step>,
     first: Divergence,
     budget: usize,
+    scripts: bool,
 ) -> (Vec<Step>, Divergence) {
     let mut best = steps[..=first.step].to_vec();
     let mut found = first;
@@ -752,7 +787,7 @@ fn shrink(
                 continue;
             }
             replays += 1;
-            match run_sequence(seed, &candidate).0 {
+            match run_sequence(seed, &candidate, scripts).0 {
                 Some(divergence) => {
                     best = candidate[..=divergence.step].to_vec();
                     found = divergence;
@@ -805,13 +840,42 @@ fn parse_steps(text: &str) -> StepsChoice {
     StepsChoice::Exact(steps)
 }
 
-fn replay_line(seed: u64, steps: &[Step]) -> String {
+fn replay_line(seed: u64, steps: &[Step], scripts: bool) -> String {
     let list: Vec<String> = steps.iter().map(Step::to_string).collect();
     format!(
-        "KACHE_DIFFTEST_SEEDS={seed} KACHE_DIFFTEST_STEPS='{}' \
-         cargo nextest run -p kache --test difftest -j 1 --no-capture",
+        "{}KACHE_DIFFTEST_SEEDS={seed} KACHE_DIFFTEST_STEPS='{}' \
+         cargo nextest run -p kache --test difftest -j 1 --no-capture kache_matches_plain_cargo",
+        if scripts {
+            "KACHE_DIFFTEST_BUILD_SCRIPTS=1 "
+        } else {
+            ""
+        },
         list.join("; ")
     )
+}
+
+/// A second checkout's restore of a build script must not make cargo rerun
+/// that script in the first checkout: a hardlinked executable shares its
+/// inode, and the fresh mtime the restore gives it reached the first
+/// checkout, whose script then read an undeclared input plain cargo's did not.
+#[test]
+fn a_second_checkout_never_reruns_the_first_ones_build_script() {
+    // SAFETY: nextest runs each test in its own process; nothing else reads
+    // the environment while this is set.
+    unsafe { std::env::set_var("KACHE_DIFFTEST_UNDECLARED", "1") };
+    let steps: Vec<Step> = [
+        "cargo build",
+        "edit app/src/lib.rs=101",
+        "second-checkout cargo build",
+        "cargo build",
+    ]
+    .iter()
+    .map(|s| Step::parse(s).expect("a step"))
+    .collect();
+    let (divergence, counts) = run_sequence(1, &steps, false);
+    if let Some(d) = divergence {
+        panic!("step {}: {} ({counts})", d.step, d.text);
+    }
 }
 
 #[test]
@@ -827,9 +891,65 @@ fn steps_print_as_they_parse() {
 
 #[test]
 fn kache_matches_plain_cargo_over_random_developer_sequences() {
+    let scripts = std::env::var_os("KACHE_DIFFTEST_BUILD_SCRIPTS").is_some_and(|v| v == "1");
+    differential(CI_SEEDS, scripts);
+}
+
+/// The same with build-script runs cached, on seeds that edit, revert and
+/// switch what the scripts read, flip features and variables, clean and
+/// build `--release` and `-p`.
+#[test]
+fn build_script_runs_cached_agree_with_plain_cargo() {
+    differential(CI_SCRIPT_SEEDS, true);
+}
+
+#[test]
+fn the_build_script_seeds_hold_every_kind_of_step() {
+    let steps: Vec<Step> = CI_SCRIPT_SEEDS
+        .iter()
+        .flat_map(|&seed| generate(seed, CI_STEPS))
+        .collect();
+    let has = |what: &str, f: &dyn Fn(&Step) -> bool| {
+        assert!(steps.iter().any(f), "no {what} step in CI_SCRIPT_SEEDS");
+    };
+    let cargo = |step: &Step, first: &str, flag: &str| matches!(step, Step::Cargo(a) if a[0] == first && (flag.is_empty() || a.iter().any(|x| x == flag)));
+    has(
+        "revert of a script's input",
+        &|s| matches!(s, Step::Revert { file } if file.starts_with("leaf/") || file.starts_with("app/") || file.starts_with("cdep/")),
+    );
+    has(
+        "edit of app/build.rs",
+        &|s| matches!(s, Step::Edit { file, .. } if file == "app/build.rs"),
+    );
+    has(
+        "edit of the undeclared app/src/lib.rs",
+        &|s| matches!(s, Step::Edit { file, .. } if file == "app/src/lib.rs"),
+    );
+    has("feature flip", &|s| *s == Step::FlipFeature);
+    has(
+        "declared variable",
+        &|s| matches!(s, Step::Env { var, .. } if var == "DT_MACRO_ENV"),
+    );
+    has("declared folder change", &|s| {
+        matches!(s, Step::AddData { .. })
+    });
+    has("branch switch", &|s| *s == Step::SwitchBranch);
+    has(
+        "cargo clean",
+        &|s| matches!(s, Step::Cargo(a) if a.len() == 1 && a[0] == "clean"),
+    );
+    has("cargo clean -p", &|s| cargo(s, "clean", "-p"));
+    has("cargo build --release", &|s| cargo(s, "build", "--release"));
+    has("cargo build -p", &|s| cargo(s, "build", "-p"));
+    has("second checkout", &|s| matches!(s, Step::Second(_)));
+}
+
+/// Runs `KACHE_DIFFTEST_SEEDS` (default `default_seeds`) and fails on any
+/// divergence; `scripts`: build-script runs cached on the kache side.
+fn differential(default_seeds: &[u64], scripts: bool) {
     let seeds = std::env::var("KACHE_DIFFTEST_SEEDS")
         .map(|s| parse_seeds(&s))
-        .unwrap_or_else(|_| CI_SEEDS.to_vec());
+        .unwrap_or_else(|_| default_seeds.to_vec());
     let choice = std::env::var("KACHE_DIFFTEST_STEPS")
         .map(|s| parse_steps(&s))
         .unwrap_or(StepsChoice::Length(CI_STEPS));
@@ -846,7 +966,7 @@ fn kache_matches_plain_cargo_over_random_developer_sequences() {
             StepsChoice::Exact(list) => list.clone(),
         };
         let seed_started = Instant::now();
-        let (divergence, outcomes) = run_sequence(seed, &steps);
+        let (divergence, outcomes) = run_sequence(seed, &steps, scripts);
         let ran = divergence.as_ref().map_or(steps.len(), |d| d.step + 1);
         total_steps += ran;
         println!(
@@ -857,14 +977,14 @@ fn kache_matches_plain_cargo_over_random_developer_sequences() {
         );
         if let Some(first) = divergence {
             println!("DIVERGENCE seed {seed} {}", first.text);
-            let (minimal, found) = shrink(seed, steps, first, budget);
+            let (minimal, found) = shrink(seed, steps, first, budget, scripts);
             println!(
                 "  minimal ({} steps), {}\n  replay: {}",
                 minimal.len(),
                 found.text,
-                replay_line(seed, &minimal)
+                replay_line(seed, &minimal, scripts)
             );
-            divergences.push(replay_line(seed, &minimal));
+            divergences.push(replay_line(seed, &minimal, scripts));
         }
     }
     println!(

@@ -196,16 +196,10 @@ fn keygen(world: &World, dir: &Path) -> (PathBuf, String) {
 /// Readers build that same checkout after a `cargo clean` (a unit whose
 /// output names its checkout, like `fx_app`'s, hits only there).
 fn signed_bucket(garage: &Garage) -> (World, String, PathBuf) {
-    let writer = World::with_env(garage.env());
+    let mut writer = World::with_env(garage.env());
     let (key, public) = keygen(&writer, writer.root.path());
     let key = key.to_str().expect("utf-8").to_string();
-    let writer = World::with_env(
-        garage
-            .env()
-            .into_iter()
-            .chain([("KACHE_SIGNING_KEY".to_string(), key)])
-            .collect(),
-    );
+    writer.env.push(("KACHE_SIGNING_KEY".to_string(), key));
     let project = writer.project("p");
     writer.cargo_with(&project, &["build"], LOCAL).ok();
     let out = writer.kache_in(&project, &["sync", "--push"], &[]);
@@ -585,4 +579,88 @@ fn the_signed_message_binds_every_field_a_reader_acts_on() {
             "{variant:?}"
         );
     }
+}
+
+#[test]
+fn the_planner_learns_only_from_signed_manifests_and_shards_where_they_were_signed() {
+    let garage = Garage::start();
+    let (writer, public, project) = signed_bucket(&garage);
+    let out = writer.kache_in(&project, &["save-manifest", "--namespace", "main"], &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let bucket = Bucket::open(&garage);
+    let shards = bucket.list("artifacts/_manifests/v3/main/shards");
+    assert!(!shards.is_empty(), "save-manifest wrote shards");
+    let honest_shard: serde_json::Value = serde_json::from_slice(&bucket.get(&shards[0])).unwrap();
+    assert!(honest_shard["signature"].is_object(), "{honest_shard}");
+    let name = shards[0].rsplit('/').next().unwrap();
+    // A signed shard replayed into another namespace, an unsigned copy, and
+    // a signed build manifest with an entry changed.
+    bucket.put(
+        &format!("artifacts/_manifests/v3/pr-7/shards/{name}"),
+        bucket.get(&shards[0]),
+    );
+    let mut unsigned = honest_shard.clone();
+    unsigned.as_object_mut().unwrap().remove("signature");
+    bucket.put(
+        &format!("artifacts/_manifests/v3/pr-8/shards/{name}"),
+        serde_json::to_vec(&unsigned).unwrap(),
+    );
+    let manifests: Vec<String> = bucket
+        .list("artifacts/_manifests")
+        .into_iter()
+        .filter(|o| !o.contains("/v3/"))
+        .collect();
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    let mut tampered: serde_json::Value =
+        serde_json::from_slice(&bucket.get(&manifests[0])).unwrap();
+    tampered["entries"][0]["cache_key"] = serde_json::Value::String("e".repeat(64));
+    bucket.put(
+        &manifests[0].replace(".json", "-copy.json"),
+        serde_json::to_vec(&tampered).unwrap(),
+    );
+
+    let mut env = garage.env();
+    env.push(("KACHE_PLANNER_TRUSTED_KEYS".into(), public.clone()));
+    let service = common::service::Service::start_with(&["--scan-interval", "1"], &env);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let refused = |reason: &str| {
+        service.metric(&format!(
+            "kache_planner_refused_documents_total{{kind=\"{reason}\"}}"
+        ))
+    };
+    while refused("bad signature") + refused("unsigned") < 3.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scan never refused them"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(refused("unsigned"), 1.0);
+    assert_eq!(
+        refused("bad signature"),
+        2.0,
+        "the moved shard and the tampered manifest"
+    );
+    assert_eq!(
+        service.metric("kache_planner_ingested_documents_total{kind=\"bucket_manifest\"}"),
+        1.0
+    );
+    assert_eq!(
+        service.metric("kache_planner_ingested_documents_total{kind=\"bucket_shard\"}"),
+        shards.len() as f64
+    );
+    // Over HTTP too: an unsigned manifest is 403 and teaches nothing.
+    let (status, body) = service.request(
+        "POST",
+        "/v2/manifests",
+        &serde_json::to_string(&unsigned_manifest()).unwrap(),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("unsigned"), "{body}");
+}
+
+fn unsigned_manifest() -> serde_json::Value {
+    serde_json::json!({"version": 3, "created": "2026-12-01T00:00:00Z",
+        "manifest_key": "x86_64-unknown-linux-gnu",
+        "entries": [{"cache_key": "f".repeat(64), "crate_name": "serde"}]})
 }

@@ -44,8 +44,18 @@ impl Store {
             return Ok(RestoreMethod::Reflink);
         }
         // A link shares the blob's mode: an executable links only to a blob
-        // that has the executable bit.
-        if hardlink_ok && self.blob_linkable(hash, executable) && fs::hard_link(&blob, dest).is_ok()
+        // that has the executable bit. A linked executable (a build script,
+        // a proc-macro) is linked only while no other checkout shares the
+        // inode: the fresh mtime a restore gives it would reach that
+        // checkout too, and its cargo would rerun the build script there
+        // although nothing changed for it (a script reading an undeclared
+        // input then gives what plain cargo would not).
+        let shared_elsewhere = executable
+            && fs::metadata(&blob).is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 1);
+        if hardlink_ok
+            && !shared_elsewhere
+            && self.blob_linkable(hash, executable)
+            && fs::hard_link(&blob, dest).is_ok()
         {
             // A link keeps the inode's old mtime; cargo would then think
             // dependents built after that time are fresh (see `touch`).

@@ -137,6 +137,30 @@ impl Garage {
         }
     }
 
+    /// A new key that may only read the bucket: `(key id, secret)`.
+    #[allow(dead_code)]
+    pub fn read_only_key(&self, name: &str) -> (String, String) {
+        let config = self._dir.path().join("garage.toml");
+        let cli = |args: &[&str]| -> String {
+            let out = Command::new(binary())
+                .arg("-c")
+                .arg(&config)
+                .args(args)
+                .output()
+                .expect("run garage");
+            assert!(out.status.success(), "garage {args:?} failed");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let info = cli(&["key", "create", name]);
+        let field = |label: &str| {
+            info.lines()
+                .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_string()))
+                .unwrap_or_else(|| panic!("no {label} in {info}"))
+        };
+        cli(&["bucket", "allow", "--read", &self.bucket, "--key", name]);
+        (field("Key ID:"), field("Secret key:"))
+    }
+
     /// The client environment for this bucket.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![

@@ -33,6 +33,11 @@ fn binary() -> PathBuf {
 
 impl Service {
     pub fn start() -> Self {
+        Self::start_with(&[], &[])
+    }
+
+    /// Starts it with extra flags and environment (a bucket to learn from).
+    pub fn start_with(args: &[&str], env: &[(String, String)]) -> Self {
         let db = tempfile::tempdir().expect("tempdir");
         let mut cmd = Command::new(binary());
         for (name, _) in std::env::vars() {
@@ -40,6 +45,7 @@ impl Service {
                 cmd.env_remove(name);
             }
         }
+        cmd.envs(env.iter().map(|(k, v)| (k, v))).args(args);
         let mut child = cmd
             .args(["--bind", "127.0.0.1:0", "--db-path"])
             .arg(db.path().join("planner.db"))
@@ -103,5 +109,15 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Service {
+    /// The value of one line of `/metrics` (`name{labels}`), 0 when absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        let (_, text) = self.request("GET", "/metrics", "");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 }
