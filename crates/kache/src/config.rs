@@ -538,7 +538,7 @@ fn merge_layer(
         };
         if !allowed {
             ignored.push(format!(
-                "{name} in {} is ignored: a repository's file may not set it                  (set trust_repo_config = true in your own config to allow)",
+                "{name} in {} is ignored: a repository's file may not set it (set trust_repo_config = true in your own config to allow)",
                 path.display()
             ));
             continue;

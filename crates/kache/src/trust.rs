@@ -153,11 +153,22 @@ impl Trust {
         let Some(setting) = &self.signing_key else {
             return Ok(None);
         };
-        let text = if setting.trim_start().starts_with("kache-secret-") {
-            setting.clone()
+        // The setting is a secret or a path to one: no message ever shows
+        // it (a CI secret pasted with quotes, or without its prefix, must
+        // not end up in a log). A value holding the prefix anywhere is
+        // taken as the key itself, quotes and spaces around it dropped.
+        let text = if let Some(at) = setting.find("kache-secret-") {
+            setting[at..]
+                .trim_end_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+                .to_string()
         } else {
-            std::fs::read_to_string(Path::new(setting))
-                .with_context(|| format!("KACHE_SIGNING_KEY: reading {setting}"))?
+            match std::fs::read_to_string(Path::new(setting)) {
+                Ok(text) => text,
+                Err(err) => bail!(
+                    "KACHE_SIGNING_KEY is neither a key (kache-secret-ed25519:…) nor a file that can be read ({})",
+                    err.kind()
+                ),
+            }
         };
         match SigningKey::parse(&text) {
             Ok(key) => Ok(Some(key)),
@@ -336,6 +347,25 @@ mod tests {
             ..Trust::default()
         };
         let err = typo.signing_key().unwrap_err().to_string();
+        assert!(
+            !err.contains(&secret[25..]),
+            "the secret is not echoed: {err}"
+        );
+        // Quoted, as a CI secret is sometimes saved: still the key.
+        let quoted = Trust {
+            signing_key: Some(format!("\"{secret}\"\n")),
+            ..Trust::default()
+        };
+        assert_eq!(
+            quoted.signing_key().unwrap().unwrap().public(),
+            key.public()
+        );
+        // Without its prefix it looks like a path; the error never shows it.
+        let bare = Trust {
+            signing_key: Some(secret[21..].to_string()),
+            ..Trust::default()
+        };
+        let err = format!("{:#}", bare.signing_key().unwrap_err());
         assert!(
             !err.contains(&secret[25..]),
             "the secret is not echoed: {err}"
