@@ -280,7 +280,7 @@ impl Config {
         if let Some(path) = env.get("KACHE_CONFIG") {
             return Some(PathBuf::from(path));
         }
-        repo_file(&cwd).or_else(|| user_file_path(&env))
+        repo_file(&cwd, &env).or_else(|| user_file_path(&env))
     }
 
     /// Loads the configuration for the current process.
@@ -300,7 +300,7 @@ impl Config {
             if let Some(user) = user_file_path(env).filter(|p| p.is_file()) {
                 layers.push((user, Layer::User));
             }
-            if let Some(repo) = repo_file(cwd)
+            if let Some(repo) = repo_file(cwd, env)
                 && !layers.iter().any(|(p, _)| same_file(p, &repo))
             {
                 layers.push((repo, Layer::Repo { trusted: false }));
@@ -567,8 +567,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The nearest `.kache.toml` walking up from `cwd`.
-fn repo_file(cwd: &Path) -> Option<PathBuf> {
+/// The nearest `.kache.toml` walking up from `cwd`, unless `cwd` lies in
+/// `CARGO_HOME`: cargo compiles registry and git dependencies from there,
+/// and a published crate's own `.kache.toml` is not the user's repository.
+fn repo_file(cwd: &Path, env: &Env) -> Option<PathBuf> {
+    let cargo_home = env.get("CARGO_HOME").map(PathBuf::from).or_else(|| {
+        env.get("HOME")
+            .map(|home| PathBuf::from(home).join(".cargo"))
+    });
+    if cargo_home.is_some_and(|home| cwd.starts_with(home)) {
+        return None;
+    }
     cwd.ancestors()
         .map(|dir| dir.join(".kache.toml"))
         .find(|candidate| candidate.is_file())
@@ -673,6 +682,22 @@ mod tests {
         assert!(
             Config::resolve(file.cache, &Env::process()).is_err(),
             "oci without a registry"
+        );
+    }
+
+    #[test]
+    fn a_dependency_s_own_kache_toml_in_cargo_home_is_never_read() {
+        let root = tempfile::tempdir().unwrap();
+        let package = root.path().join("cargo/registry/src/index/evil-1.0.0");
+        std::fs::create_dir_all(&package).unwrap();
+        std::fs::write(package.join(".kache.toml"), "[cache]\ndir = \"/tmp/x\"\n").unwrap();
+        let cargo_home = root.path().join("cargo").display().to_string();
+        let env = Env::captured([("CARGO_HOME".to_string(), cargo_home)].into());
+        assert_eq!(repo_file(&package, &env), None);
+        assert_eq!(
+            repo_file(&package, &Env::captured(Default::default())),
+            Some(package.join(".kache.toml")),
+            "outside CARGO_HOME the walk finds it"
         );
     }
 
