@@ -8,9 +8,8 @@ mod common;
 #[path = "common/registry.rs"]
 mod registry;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::net::TcpListener;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{EXPECTED_LINE, LIBS, Run, World, run_app};
@@ -217,38 +216,6 @@ fn a_registry_that_is_down_or_stalls_keeps_builds_green_within_the_deadline() {
     }
 }
 
-/// `target/<profile>/kache-service`, built if the test run did not build it.
-fn service_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("kache-service");
-    if !bin.is_file() {
-        let status = Command::new("cargo")
-            .args(["build", "-p", "kache-service"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo build -p kache-service");
-        assert!(status.success());
-    }
-    bin
-}
-
-/// The body of `GET path` on a loopback HTTP server.
-fn http_get(base: &str, path: &str) -> String {
-    let addr = base.trim_start_matches("http://").trim_end_matches('/');
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    );
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-}
-
 #[test]
 fn the_planner_learns_from_what_runners_saved_in_the_registry() {
     let registry = Registry::start();
@@ -257,77 +224,24 @@ fn the_planner_learns_from_what_runners_saved_in_the_registry() {
     a.cargo_with(&project, &["build"], LOCAL).ok();
     ok(a.kache_in(&project, &["save-manifest", "--namespace", "ci"], &[]));
 
-    let db = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(service_binary());
-    for (name, _) in std::env::vars() {
-        if name.starts_with("KACHE_") {
-            cmd.env_remove(name);
-        }
-    }
-    let mut child = cmd
-        .envs(registry.env())
-        .args(["--bind", "127.0.0.1:0", "--scan-interval", "1", "--db-path"])
-        .arg(db.path().join("planner.db"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kache-service");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("kache-service listening on ") {
-                let _ = tx.send(url.trim().to_string());
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the service printed its address");
-    let metric = |name: &str| -> f64 {
-        http_get(&url, "/metrics")
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)
-                    .map(|v| v.trim().parse().unwrap_or(0.0))
-            })
-            .unwrap_or(0.0)
-    };
+    let service = common::service::Service::start_with(&["--scan-interval", "1"], &registry.env());
     let deadline = Instant::now() + Duration::from_secs(60);
     let manifest = "kache_planner_ingested_documents_total{kind=\"bucket_manifest\"}";
     let shard = "kache_planner_ingested_documents_total{kind=\"bucket_shard\"}";
-    while metric(manifest) < 1.0 || metric(shard) < 1.0 {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "the planner learned nothing from the registry:\n{}",
-                http_get(&url, "/metrics")
-            );
-        }
+    while service.metric(manifest) < 1.0 || service.metric(shard) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the planner learned nothing from the registry:\n{}",
+            service.request("GET", "/metrics", "").1
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // What it learned shows in plans: history for a crate runner A built.
-    let plan = http_post(&url, "/v2/prefetch-plan", r#"{"crate_names": ["fx_core"]}"#);
-    let _ = child.kill();
-    let _ = child.wait();
+    let (_, plan) = service.request(
+        "POST",
+        "/v2/prefetch-plan",
+        r#"{"crate_names": ["fx_core"]}"#,
+    );
     assert!(plan.contains("\"disposition\":\"execute\""), "{plan}");
     assert!(plan.contains("\"crate_name\":\"fx_core\""), "{plan}");
-}
-
-/// The body of `POST path` with a JSON body on a loopback HTTP server.
-fn http_post(base: &str, path: &str, body: &str) -> String {
-    let addr = base.trim_start_matches("http://").trim_end_matches('/');
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
 }
