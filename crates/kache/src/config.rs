@@ -36,6 +36,9 @@ pub struct Config {
     pub key_salt: Option<String>,
     pub progress: Progress,
     pub cache_executables: bool,
+    /// `KACHE_CACHE_BUILD_SCRIPTS` (`cache_build_scripts`, default on):
+    /// build-script runs are cached and replayed (see `wrapper::build_run`).
+    pub cache_build_scripts: bool,
     /// `KACHE_VERIFY`: every hit also compiles, and compares what rustc
     /// wrote with what the hit would have restored.
     pub verify: bool,
@@ -99,6 +102,7 @@ pub fn env_name_of(setting: &str) -> Option<&'static str> {
         "key_salt" => "KACHE_KEY_SALT",
         "progress" => "KACHE_PROGRESS",
         "cache_executables" => "KACHE_CACHE_EXECUTABLES",
+        "cache_build_scripts" => "KACHE_CACHE_BUILD_SCRIPTS",
         "compression_level" => "KACHE_COMPRESSION_LEVEL",
         "remote.bucket" => "KACHE_S3_BUCKET",
         "remote.endpoint" => "KACHE_S3_ENDPOINT",
@@ -207,6 +211,7 @@ struct FileCache {
     key_salt: Option<String>,
     progress: Option<String>,
     cache_executables: Option<bool>,
+    cache_build_scripts: Option<bool>,
     compression_level: Option<i32>,
     remote: Option<FileRemote>,
     planner: Option<FilePlanner>,
@@ -408,6 +413,10 @@ impl Config {
                 .flag("KACHE_CACHE_EXECUTABLES")
                 .or(file.cache_executables)
                 .unwrap_or(false),
+            cache_build_scripts: env
+                .flag("KACHE_CACHE_BUILD_SCRIPTS")
+                .or(file.cache_build_scripts)
+                .unwrap_or(true),
             compression_level,
             remote,
             planner: PlannerConfig {

@@ -4,7 +4,7 @@
 //! - rustc or clippy-driver: kache is cargo's `RUSTC_WRAPPER` for that compile;
 //! - a kache subcommand or an option: the command-line tool;
 //! - `build-script-run`: a build-script launcher's call (see
-//!   `wrapper::build_run`, behind `KACHE_CACHE_BUILD_SCRIPTS=1`);
+//!   `wrapper::build_run`, unless `KACHE_CACHE_BUILD_SCRIPTS=0`);
 //! - any other program that exists (a path, or a name on `PATH`): the `cc`
 //!   crate's compiler wrapper mode, which caches C-family object compiles and
 //!   runs everything else exactly as asked;

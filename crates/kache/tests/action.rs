@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{EXPECTED_LINE, KACHE, LIBS, World, run_app};
+use common::{ENTRIES, EXPECTED_LINE, GEN_RUN, KACHE, World, run_app};
 use registry::Registry;
 
 fn repo_root() -> PathBuf {
@@ -192,8 +192,8 @@ fn the_action_wires_a_build_to_the_registry_and_its_post_step_records_it() {
     let status = String::from_utf8_lossy(&job.kache(&["daemon"]).stdout).to_string();
     assert!(status.contains("no kache daemon"), "{status}");
 
-    // What the job left in the registry: every entry, the build manifest
-    // and the namespace's shards.
+    // What the job left in the registry: every entry (fx-gen's build-script
+    // run too), the build manifest and the namespace's shards.
     let mut probe = World::new();
     probe.env = job
         .exported()
@@ -207,7 +207,7 @@ fn the_action_wires_a_build_to_the_registry_and_its_post_step_records_it() {
     );
     let listed = assert_ok(&out);
     assert!(
-        listed.contains(&format!("would pull {} entries", LIBS.len())),
+        listed.contains(&format!("would pull {} entries", ENTRIES.len())),
         "{listed}"
     );
     let spec = kache_remote::oci::OciSpec::from_env(None, None);
@@ -220,27 +220,54 @@ fn the_action_wires_a_build_to_the_registry_and_its_post_step_records_it() {
         token: None,
     };
     let storage = kache_remote::oci::open(&spec).unwrap();
-    let names = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
+        .unwrap();
+    let names = runtime
         .block_on(kache_remote::Storage::list(
             &storage,
             "artifacts/_manifests",
         ))
         .unwrap();
-    assert!(
-        names
+    // The `crate_name`s a manifest or shard document lists.
+    let crate_names = |object: &str| -> Vec<String> {
+        let body = runtime
+            .block_on(kache_remote::Storage::get(&storage, object))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{object} is missing"));
+        let document: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        document["entries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{object}: {document}"))
             .iter()
-            .any(|n| n.starts_with("artifacts/_manifests/") && n.matches('/').count() == 2),
-        "no build manifest: {names:?}"
-    );
-    assert!(
-        names
-            .iter()
-            .any(|n| n.starts_with("artifacts/_manifests/v3/feature-oci-cache/shards/")),
-        "no shards: {names:?}"
-    );
+            .map(|e| e["crate_name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let manifests: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("artifacts/_manifests/") && n.matches('/').count() == 2)
+        .collect();
+    assert_eq!(manifests.len(), 1, "one build manifest: {names:?}");
+    // It names every entry of the build, fx-gen's build-script run too.
+    let mut named = crate_names(manifests[0]);
+    named.sort();
+    let mut expected: Vec<String> = ENTRIES.iter().map(|n| n.to_string()).collect();
+    expected.sort();
+    assert_eq!(named, expected, "{}", manifests[0]);
+    let shards: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("artifacts/_manifests/v3/feature-oci-cache/shards/"))
+        .collect();
+    assert!(!shards.is_empty(), "no shards: {names:?}");
+    // The run is in its package's shard, as fx-gen's library is.
+    let sharded: Vec<String> = shards.iter().flat_map(|s| crate_names(s)).collect();
+    for name in ["fx_gen", GEN_RUN] {
+        assert!(
+            sharded.iter().any(|n| n == name),
+            "{name} in no shard: {sharded:?}"
+        );
+    }
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Build-script runs cached as entries (`KACHE_CACHE_BUILD_SCRIPTS=1`):
+//! Build-script runs cached as entries (on unless `KACHE_CACHE_BUILD_SCRIPTS=0`):
 //! real cargo builds of `tests/fixtures/bs`, each compared with plain cargo
 //! (no wrapper) doing the same sequence in a second copy.
 //!
@@ -12,8 +12,13 @@ use std::process::Command;
 
 use common::{Run, World, edit};
 
+/// The switch on, as it is by default (named, so every step says which).
 const FLAG: (&str, &str) = ("KACHE_CACHE_BUILD_SCRIPTS", "1");
+/// The switch off.
+const OFF: (&str, &str) = ("KACHE_CACHE_BUILD_SCRIPTS", "0");
 const APP_RUN: &str = "bs-app:build-script-run";
+/// A value of the variable `bs-app` declares, never to be stored as is.
+const SECRET_WORD: &str = "bs-secret-4e1f90";
 const UNDECLARED_RUN: &str = "bs-undeclared:build-script-run";
 
 /// One kache copy and one plain copy of the fixture in one world.
@@ -319,28 +324,45 @@ fn a_change_to_what_the_script_reads_or_declares_reruns_it() {
     );
 
     // A declared variable.
-    let step = pair.step(&[], &[FLAG, ("BS_VALUE", "word")]);
+    let step = pair.step(&[], &[FLAG, ("BS_VALUE", SECRET_WORD)]);
     assert_eq!(
         (step.plain_ran, step.kache_ran),
         ((1, 0), (1, 0)),
         "BS_VALUE"
     );
+    // `why-miss` names it; the entry records its digest, never the value
+    // (which only the generated file, a blob, holds).
+    let why = pair.world.kache(&["why-miss", APP_RUN]);
+    let why_text = String::from_utf8_lossy(&why.stdout);
+    assert!(
+        why_text.contains("declared: env BS_VALUE changed"),
+        "{why_text}"
+    );
+    for name in ["index.db", "index.db-wal"] {
+        let bytes = std::fs::read(pair.world.cache.join(name)).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows(SECRET_WORD.len())
+                .any(|w| w == SECRET_WORD.as_bytes()),
+            "{name} holds the declared variable's value"
+        );
+    }
 
     // A feature.
     let step = pair.step(
         &["--features", "bs-app/extra"],
-        &[FLAG, ("BS_VALUE", "word")],
+        &[FLAG, ("BS_VALUE", SECRET_WORD)],
     );
     assert_eq!(step.kache_ran, step.plain_ran, "a feature");
     assert_eq!(step.kache_ran.0, 1, "a feature");
 
     // The profile.
-    let step = pair.step(&["--release"], &[FLAG, ("BS_VALUE", "word")]);
+    let step = pair.step(&["--release"], &[FLAG, ("BS_VALUE", SECRET_WORD)]);
     assert_eq!(step.kache_ran, (1, 1), "the release profile");
 
     // A script that declares nothing: any file of its package.
     pair.edit("undeclared/notes.txt", "plain", "edited");
-    let step = pair.step(&[], &[FLAG, ("BS_VALUE", "word")]);
+    let step = pair.step(&[], &[FLAG, ("BS_VALUE", SECRET_WORD)]);
     assert_eq!(
         (step.plain_ran, step.kache_ran),
         ((0, 1), (0, 1)),
@@ -351,7 +373,7 @@ fn a_change_to_what_the_script_reads_or_declares_reruns_it() {
         "include!",
         "// a comment\ninclude!",
     );
-    let step = pair.step(&[], &[FLAG, ("BS_VALUE", "word")]);
+    let step = pair.step(&[], &[FLAG, ("BS_VALUE", SECRET_WORD)]);
     assert_eq!((step.plain_ran, step.kache_ran), ((0, 1), (0, 1)), "lib.rs");
 
     // Back to the first state: cargo reruns both scripts, kache has both
@@ -396,7 +418,7 @@ fn after_cargo_clean_an_undeclared_package_file_is_read_again() {
 #[test]
 fn with_the_flag_off_nothing_changes() {
     let pair = Pair::new();
-    let off = pair.step(&[], &[]);
+    let off = pair.step(&[], &[OFF]);
     assert_eq!(off.kache_ran, (1, 1));
     let (app, undeclared) = run_outcomes(&off.run);
     assert!(app.is_empty() && undeclared.is_empty(), "no run entries");
@@ -455,14 +477,14 @@ fn with_the_flag_off_nothing_changes() {
     // the script (its declared folder changed) and the launcher runs it,
     // stores and replays nothing.
     pair.write("app/data/another.txt", "x");
-    let launched = pair.step(&[], &[]);
+    let launched = pair.step(&[], &[OFF]);
     assert_eq!(launched.kache_ran, (1, 0), "executed, not replayed");
     let (app, undeclared) = run_outcomes(&launched.run);
     assert!(app.is_empty() && undeclared.is_empty(), "no run events");
 
     // Off again after a clean: the scripts run, nothing is replayed.
     pair.clean();
-    let off_again = pair.step(&[], &[]);
+    let off_again = pair.step(&[], &[OFF]);
     assert_eq!(off_again.kache_ran, (1, 1), "executed, not replayed");
     let (app, undeclared) = run_outcomes(&off_again.run);
     assert!(app.is_empty() && undeclared.is_empty());
@@ -668,7 +690,7 @@ fn a_script_run_without_kache_never_writes_through_to_a_blob() {
     // place; so does any build without kache.
     pair.edit("app/build.rs", "says hello", "says hi");
     pair.edit("app/data/value.txt", "first", "second");
-    let step = pair.step(&[], &[]);
+    let step = pair.step(&[], &[OFF]);
     assert_eq!(step.kache_ran, (1, 0));
     assert!(program_output(&pair.kache, "debug").starts_with("value=second"));
     pair.world.assert_store_verifies();

@@ -4,11 +4,45 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::{KACHE, World, edit};
+use common::{KACHE, Run, World, edit};
+
+/// The switch that turns build-script run caching off.
+const RUNS_OFF: (&str, &str) = ("KACHE_CACHE_BUILD_SCRIPTS", "0");
+
+/// A world with build-script run caching off. A C object is compiled (and
+/// cached by `kache cc`) only when a build script really runs; with the
+/// default on, a run kache already stored is replayed (`OUT_DIR` restored,
+/// its output printed) and asks for no C compile at all. Tests whose
+/// subject is the C objects therefore make every script run.
+fn c_world() -> World {
+    World::with_env(vec![(RUNS_OFF.0.into(), RUNS_OFF.1.into())])
+}
+
+/// Whether `name` is a build-script run entry (`<package>:build-script-run`)
+/// rather than a C unit (`<package>:<source>`).
+fn is_run(name: &str) -> bool {
+    name.ends_with(":build-script-run")
+}
+
+/// The outcome of every C-family compile of `run` (build-script runs left
+/// out: their names hold a `:` too).
+fn c_objects(run: &Run) -> BTreeMap<String, String> {
+    let mut units = run.c_units();
+    units.retain(|name, _| !is_run(name));
+    units
+}
+
+/// `<package>:build-script-run → outcomes` of `run`.
+fn script_runs(run: &Run) -> BTreeMap<String, Vec<String>> {
+    let mut runs = run.outcomes();
+    runs.retain(|name, _| is_run(name));
+    runs
+}
 
 /// Runs the fixture program and returns what it printed.
 fn run_program(project: &Path, name: &str) -> String {
@@ -21,10 +55,12 @@ fn run_program(project: &Path, name: &str) -> String {
 
 const CFX_UNITS: &[&str] = &["cfx:add.c", "cfx:mul.cpp"];
 const CFX_OUTPUT: &str = "add=19 mul=130 file=csrc/add.c";
+/// The run entry of the `cfx` build script.
+const CFX_RUN: &str = "cfx:build-script-run";
 
 #[test]
 fn c_and_cpp_units_build_cold_then_hit_warm_with_the_same_program() {
-    let world = World::new();
+    let world = c_world();
     let project = world.project_from("cfx", "p");
     let cold = world.cargo(&project, &["build"]).ok();
     for unit in CFX_UNITS {
@@ -69,7 +105,7 @@ fn objects(project: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn editing_a_header_or_a_define_rebuilds_and_reverting_hits_again() {
-    let world = World::new();
+    let world = c_world();
     let project = world.project_from("cfx", "p");
     world.cargo(&project, &["build"]).ok();
     assert_eq!(run_program(&project, "cfx"), CFX_OUTPUT);
@@ -142,20 +178,51 @@ fn a_new_header_that_shadows_the_one_used_is_a_miss_not_a_stale_hit() {
 
 #[test]
 fn a_second_checkout_hits_and_its_objects_name_no_checkout_path() {
+    // The first checkout's script runs: its C objects and its run are
+    // stored.
     let world = World::new();
     let first = world.project_from("cfx", "first");
-    world.cargo(&first, &["build"]).ok();
+    let cold = world.cargo(&first, &["build"]).ok();
+    assert_eq!(
+        script_runs(&cold)[CFX_RUN],
+        ["miss"],
+        "{:?}",
+        cold.outcomes()
+    );
+
+    // With runs off, a second checkout's script runs again and every
+    // object it asks for hits.
     let second = world.project_from("cfx", "second-checkout");
-    let run = world.cargo(&second, &["build"]).ok();
+    let run = world.cargo_with(&second, &["build"], &[RUNS_OFF]).ok();
     for unit in CFX_UNITS {
         assert_eq!(run.c_units()[*unit], "hit", "{:?}", run.c_units());
     }
     assert_eq!(run_program(&second, "cfx"), CFX_OUTPUT);
-    // Built with debug info, yet no object holds either checkout's path:
-    // every machine-local root is mapped by -ffile-prefix-map.
-    for object in objects(&second) {
+    assert_objects_name_no_checkout(&second, &[&first, &second]);
+
+    // With the default on, a third checkout replays the first one's run:
+    // no C compile is asked for, and the objects it restores (what the
+    // first checkout's compiles stored) name no checkout either. They
+    // are copies, never links into the store.
+    let third = world.project_from("cfx", "third-checkout");
+    let run = world.cargo(&third, &["build"]).ok();
+    assert_eq!(script_runs(&run)[CFX_RUN], ["hit"], "{:?}", run.outcomes());
+    assert!(c_objects(&run).is_empty(), "{:?}", run.c_units());
+    assert_eq!(run_program(&third, "cfx"), CFX_OUTPUT);
+    assert_objects_name_no_checkout(&third, &[&first, &second, &third]);
+    for object in objects(&third) {
+        let links = std::fs::metadata(&object).unwrap().nlink();
+        assert_eq!(links, 1, "{} shares an inode", object.display());
+    }
+}
+
+/// Panics if an object under `project` holds any of `roots`. They are
+/// built with debug info: every machine-local root is mapped by
+/// `-ffile-prefix-map`.
+fn assert_objects_name_no_checkout(project: &Path, roots: &[&Path]) {
+    for object in objects(project) {
         let bytes = std::fs::read(&object).unwrap();
-        for root in [&first, &second] {
+        for root in roots {
             let needle = root.to_string_lossy();
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
@@ -259,7 +326,7 @@ fn real_c_crates_from_crates_io_build_and_hit_through_kache() {
     let world = World::new();
     let project = world.project_from("csys", "p");
     let cold = world.cargo(&project, &["build", "--locked"]).ok();
-    let c_units = cold.c_units();
+    let c_units = c_objects(&cold);
     for unit in ["libsqlite3-sys:sqlite3.c", "zstd-sys:zstd_compress.c"] {
         assert_eq!(
             c_units.get(unit).map(String::as_str),
@@ -271,12 +338,48 @@ fn real_c_crates_from_crates_io_build_and_hit_through_kache() {
         c_units.keys().any(|k| k.starts_with("blake3:")),
         "{c_units:?}"
     );
+    let runs = script_runs(&cold);
+    for package in ["libsqlite3-sys", "zstd-sys", "blake3"] {
+        let name = format!("{package}:build-script-run");
+        assert_eq!(
+            runs.get(&name).map(Vec::as_slice),
+            Some(&["miss".to_string()][..]),
+            "{runs:?}"
+        );
+    }
     let expected = run_program(&project, "csys");
     assert!(expected.starts_with("23 "), "{expected}");
 
+    // With the default on, a clean build replays every script's run: its
+    // `OUT_DIR` (objects and archives) comes back without a C compile, and
+    // the program is the same.
     world.cargo(&project, &["clean"]).ok();
-    let warm = world.cargo(&project, &["build", "--locked"]).ok();
-    let warm_units = warm.c_units();
+    let replayed = world.cargo(&project, &["build", "--locked"]).ok();
+    let replayed_runs = script_runs(&replayed);
+    assert_eq!(
+        replayed_runs.keys().collect::<Vec<_>>(),
+        runs.keys().collect::<Vec<_>>(),
+        "{replayed_runs:?}"
+    );
+    assert!(
+        replayed_runs.values().all(|o| o == &["hit"]),
+        "every run is replayed: {replayed_runs:?}"
+    );
+    let replayed_units = c_objects(&replayed);
+    assert!(
+        replayed_units.is_empty(),
+        "a replayed run asks for no C compile: {replayed_units:?}"
+    );
+    assert_eq!(run_program(&project, "csys"), expected);
+
+    // With runs off, every script runs again and every C unit it compiles
+    // hits.
+    world.cargo(&project, &["clean"]).ok();
+    let warm = world
+        .cargo_with(&project, &["build", "--locked"], &[RUNS_OFF])
+        .ok();
+    assert!(script_runs(&warm).is_empty(), "{:?}", warm.outcomes());
+    let warm_units = c_objects(&warm);
     assert_eq!(warm_units.len(), c_units.len(), "{warm_units:?}");
     assert!(
         warm_units.values().all(|o| o == "hit"),
@@ -307,7 +410,7 @@ fn a_changed_incbin_blob_rebuilds_the_object_that_embeds_it() {
     // assembly (one literal, split literals, after `;` with offset and
     // length, a name built by incbin.h-style macros) and in a `.S` (after a
     // label, and inside a file it `.include`s): no dep file names them.
-    let world = World::new();
+    let world = c_world();
     let project = world.project_from("cincbin", "p");
     world.cargo(&project, &["build"]).ok();
     assert_eq!(run_program(&project, "cincbin"), incbin_output("1"));

@@ -129,9 +129,15 @@ fn stats_list_and_report_describe_what_happened() {
     world.cargo(&project, &["clean"]).ok();
     world.cargo(&project, &["build"]).ok();
 
+    // Five library compiles and `fx-gen`'s build-script run, each stored
+    // once and hit once (runs are entries too, and counted apart as well).
     let stats = text(&world.kache(&["stats", "--since", "1h"]));
-    assert!(stats.contains("hits: 5"), "{stats}");
-    assert!(stats.contains("misses: 5"), "{stats}");
+    assert!(stats.contains("hits: 6"), "{stats}");
+    assert!(stats.contains("misses: 6"), "{stats}");
+    assert!(
+        stats.contains("build-script runs: 1 replayed, 1 executed"),
+        "{stats}"
+    );
 
     let list = text(&world.kache(&["list", "fx_core", "--sort", "size"]));
     assert_eq!(
@@ -140,11 +146,13 @@ fn stats_list_and_report_describe_what_happened() {
         "{list}"
     );
     let all = text(&world.kache(&["list", "--sort", "hits"]));
-    assert_eq!(all.lines().count(), 6, "header and five entries: {all}");
+    assert_eq!(all.lines().count(), 7, "header and six entries: {all}");
+    assert!(all.contains("fx-gen:build-script-run"), "{all}");
 
     let json = world.kache(&["report", "--format", "json", "--top", "2"]);
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json report");
-    assert_eq!(report["hits"], 5);
+    assert_eq!(report["hits"], 6);
+    assert_eq!(report["build_script_run_hits"], 1);
     assert_eq!(report["slowest_misses"].as_array().unwrap().len(), 2);
     assert_matches_published_schema(&json.stdout);
     let md_path = world.root.path().join("report.md");
@@ -157,7 +165,11 @@ fn stats_list_and_report_describe_what_happened() {
     ]);
     assert!(md.status.success());
     let markdown = std::fs::read_to_string(md_path).unwrap();
-    assert!(markdown.contains("| Hits | 5 |"), "{markdown}");
+    assert!(markdown.contains("| Hits | 6 |"), "{markdown}");
+    assert!(
+        markdown.contains("| Build-script runs replayed | 1 |"),
+        "{markdown}"
+    );
     let github = world.root.path().join("summary.md");
     std::fs::write(&github, "earlier step\n").unwrap();
     let gh = world

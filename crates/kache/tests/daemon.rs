@@ -7,7 +7,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::garage::Garage;
-use common::{EXPECTED_LINE, LIBS, Run, World, edit, run_app};
+use common::{ENTRIES, EXPECTED_LINE, GEN_RUN, Run, World, edit, gen_run_output, run_app};
 
 fn ok(out: Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -57,18 +57,20 @@ fn a_fresh_cache_builds_from_a_warm_bucket_through_remote_and_prefetch_hits() {
     // The first build starts the daemon on demand; misses are uploaded.
     a.cargo(&project, &["build"]).ok();
     stop(&a);
-    assert_eq!(bucket_entries(&garage.env()), LIBS.len());
+    // Every library unit and fx-gen's build-script run.
+    assert_eq!(bucket_entries(&garage.env()), ENTRIES.len());
+    let ran = gen_run_output(&project);
 
     a.cargo(&project, &["clean"]).ok();
     let b = World::with_env(garage.env());
     ok(b.kache(&["daemon", "start"]));
     let run = b.cargo(&project, &["build"]).ok();
-    for lib in LIBS {
-        let sources = hit_sources(&run, lib);
-        assert_eq!(sources.len(), 1, "{lib}: {:?}", run.outcomes());
+    for name in ENTRIES {
+        let sources = hit_sources(&run, name);
+        assert_eq!(sources.len(), 1, "{name}: {:?}", run.outcomes());
         assert!(
             sources[0] == "remote" || sources[0] == "prefetch",
-            "{lib} came from {sources:?}"
+            "{name} came from {sources:?}"
         );
     }
     assert!(
@@ -76,6 +78,7 @@ fn a_fresh_cache_builds_from_a_warm_bucket_through_remote_and_prefetch_hits() {
         "{}",
         run.stderr()
     );
+    assert_eq!(gen_run_output(&project), ran);
     assert_eq!(run_app(&project), EXPECTED_LINE);
     let status = ok(b.kache(&["daemon"]));
     assert!(status.contains(&garage.endpoint), "{status}");
@@ -125,7 +128,7 @@ fn builds_with_different_remotes_on_one_cache_each_use_their_own() {
     assert_eq!(std::fs::read_dir(&core).map(|d| d.count()).unwrap_or(0), 1);
     assert_eq!(
         bucket_entries(&garage.env()),
-        LIBS.len(),
+        ENTRIES.len(),
         "the bucket got only the first build"
     );
 }
@@ -152,18 +155,18 @@ fn a_daemon_killed_mid_upload_resumes_and_the_bucket_never_shows_a_half_entry() 
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        bucket_entries(&garage.env()) < LIBS.len(),
+        bucket_entries(&garage.env()) < ENTRIES.len(),
         "the kill left work queued"
     );
-    // A new daemon resumes the durable queue; stop drains it.
+    // A new daemon resumes the durable queue (runs too); stop drains it.
     ok(world.kache(&["daemon", "start"]));
     stop(&world);
-    assert_eq!(bucket_entries(&garage.env()), LIBS.len());
+    assert_eq!(bucket_entries(&garage.env()), ENTRIES.len());
     // And every listed entry imports whole.
     let fresh = World::with_env(garage.env());
     let out = ok(fresh.kache_in(&project, &["sync", "--pull"], &[]));
     assert!(
-        out.contains(&format!("pulled {} entries", LIBS.len())),
+        out.contains(&format!("pulled {} entries", ENTRIES.len())),
         "{out}"
     );
 }
@@ -242,8 +245,9 @@ fn a_bucket_that_is_down_or_stalls_costs_a_build_only_its_deadline() {
         let project = world.project("p");
         ok(world.kache(&["daemon", "start"]));
         let run = world.cargo(&project, &["build"]).ok();
-        for lib in LIBS {
-            assert_eq!(run.outcome(lib), "miss", "{endpoint} {lib}");
+        // The run of fx-gen's build script asks the bucket too.
+        for name in ENTRIES {
+            assert_eq!(run.outcome(name), "miss", "{endpoint} {name}");
         }
         assert_eq!(run_app(&project), EXPECTED_LINE);
         if !endpoint.contains(&stalled_port) {
@@ -306,6 +310,7 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
     }
 
     // Runner B: empty cache, the planner configured.
+    let ran = gen_run_output(&project);
     a.cargo(&project, &["clean"]).ok();
     let mut b = World::new();
     b.env = vec![
@@ -325,23 +330,28 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
         ],
         &[],
     ));
-    // The plan names the libraries; the build scripts the bucket holds
-    // come with it (an intent cannot name them).
-    let planned = LIBS.len() - 1;
+    // The plan names the libraries and fx-gen's build-script run (its
+    // package's shard lists it); the build scripts' compiles the bucket
+    // holds come with it (an intent cannot name them).
+    let planned = ENTRIES.len() - 1;
     assert!(
-        out.contains(&format!("prefetched {} entries", LIBS.len())),
+        out.contains(&format!("prefetched {} entries", ENTRIES.len())),
         "{out}"
     );
-    assert!(out.contains("from planner"), "{out}");
+    assert!(
+        out.contains(&format!("from planner ({planned} candidates)")),
+        "{out}"
+    );
     let run = b.cargo(&project, &["build"]).ok();
-    for lib in LIBS {
+    for name in ENTRIES {
         assert_eq!(
-            hit_sources(&run, lib),
+            hit_sources(&run, name),
             ["prefetch"],
-            "{lib}: {:?}",
+            "{name}: {:?}",
             run.outcomes()
         );
     }
+    assert_eq!(gen_run_output(&project), ran);
     assert_eq!(run_app(&project), EXPECTED_LINE);
     ok(b.kache(&["daemon", "stop"]));
     // Stopping reported the plan: every prefetched candidate was used.
@@ -386,12 +396,13 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
     let out = ok(c.kache_in(&project, &["prefetch", "--wait"], &[]));
     assert!(out.contains("planner fallback"), "{out}");
     assert!(
-        out.contains(&format!("prefetched {} entries", LIBS.len())),
+        out.contains(&format!("prefetched {} entries", ENTRIES.len())),
         "{out}"
     );
     ok(c.kache(&["daemon", "stop"]));
 
-    // Runner D, a branch that bumped fx-gen: fx-gen's old artifacts and
+    // Runner D, a branch that bumped fx-gen: fx-gen's old artifacts (its
+    // build-script run too, keyed by the version cargo passes it) and
     // those of its dependents (fx-core, then fx-app) were built against the
     // old version and cannot hit: the plan offers only fx-macros.
     let manifest = project.join("gen/Cargo.toml");
@@ -412,11 +423,13 @@ fn the_planner_plan_is_prefetched_and_a_down_planner_falls_back_to_the_lock() {
         .cargo_with(&project, &["build"], &[("KACHE_PREFETCH", "0")])
         .ok();
     assert_eq!(hit_sources(&run, "fx_macros"), ["prefetch"]);
-    assert!(
-        hit_sources(&run, "fx_gen").is_empty(),
-        "{:?}",
-        run.outcomes()
-    );
+    for stale in ["fx_gen", GEN_RUN] {
+        assert!(
+            hit_sources(&run, stale).is_empty(),
+            "{stale}: {:?}",
+            run.outcomes()
+        );
+    }
 }
 
 #[test]

@@ -18,8 +18,9 @@
 //!   `;`-separated, as a divergence prints them.
 //! - `KACHE_DIFFTEST_VERBOSE=1`: every step and what each side saw.
 //! - `KACHE_DIFFTEST_BUILD_SCRIPTS=1`: the kache side caches build-script
-//!   runs (`KACHE_CACHE_BUILD_SCRIPTS=1`); the flag-on test below always
-//!   does, on its own seed set.
+//!   runs (`KACHE_CACHE_BUILD_SCRIPTS=1`, the default); without it the
+//!   first test below turns them off (`=0`), to test the compiles alone;
+//!   the flag-on test always caches them, on its own seed set.
 //! - `KACHE_DIFFTEST_SELF_CHECK=1`: both sides plain cargo. Any divergence
 //!   then is the tester's own (a step whose outcome depends on timing), not
 //!   kache's: run it after changing the steps or the fixture.
@@ -650,7 +651,8 @@ struct Fresh {
 /// Runs `steps` on a new pair of checkouts; stops at the first divergence.
 /// Also returns how often each kache outcome happened (`hit=12 miss=30 …`),
 /// so that a pass shows it was not a pass of a cache that never hit.
-/// With `scripts`, the kache side caches build-script runs (plain cargo
+/// With `scripts`, the kache side caches build-script runs, else it sets
+/// `KACHE_CACHE_BUILD_SCRIPTS=0` (plain cargo
 /// never sees the flag's effect: it has no wrapper to install a launcher);
 /// their outcomes count apart (`run-hit=3`). Both sides then also get
 /// `DT_UNDECLARED=1`, for the whole sequence: the `app` and `leaf` scripts
@@ -658,9 +660,8 @@ struct Fresh {
 /// Without the flag, `KACHE_DIFFTEST_UNDECLARED=1` sets it too.
 fn run_sequence(seed: u64, steps: &[Step], scripts: bool) -> (Option<Divergence>, String) {
     let mut env = vec![("KACHE_LOCAL_ONLY".to_string(), "1".to_string())];
-    if scripts {
-        env.push((SCRIPTS_FLAG.to_string(), "1".to_string()));
-    }
+    let switch = if scripts { "1" } else { "0" };
+    env.push((SCRIPTS_FLAG.to_string(), switch.to_string()));
     if scripts || std::env::var_os("KACHE_DIFFTEST_UNDECLARED").is_some_and(|v| v == "1") {
         env.push(("DT_UNDECLARED".to_string(), "1".to_string()));
     }

@@ -64,9 +64,35 @@ fn a_rejected_flag_reruns_the_compile_as_cargo_asked() {
             .any(|r| r.contains("rejected a flag kache added")),
         "{reasons:?}"
     );
+    // A build-script run is not a compile: `fx-gen`'s script, compiled as
+    // cargo asked, still runs through kache's launcher, and that run is
+    // keyed by the script's own bytes and stored like any other.
+    let compiles: Vec<&serde_json::Value> = run
+        .events
+        .iter()
+        .filter(|e| !is_run(e["crate_name"].as_str().unwrap_or_default()))
+        .collect();
+    assert!(!compiles.is_empty(), "{:?}", run.outcomes());
     assert!(
-        !run.events.iter().any(|e| e["outcome"] == "miss"),
+        !compiles.iter().any(|e| e["outcome"] != "passthrough"),
         "nothing is stored from a compile that had to be rerun: {:?}",
         run.outcomes()
     );
+    let listed = world.kache(&["list"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let stored: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .skip(1)
+        .filter(|line| *line != "(no entries)")
+        .filter_map(|line| line.split_whitespace().next().map(String::from))
+        .collect();
+    assert!(
+        stored.iter().all(|name| is_run(name)),
+        "only build-script runs are stored: {stored:?}"
+    );
+}
+
+/// Whether `name` is a build-script run entry (`<package>:build-script-run`).
+fn is_run(name: &str) -> bool {
+    name.ends_with(":build-script-run")
 }

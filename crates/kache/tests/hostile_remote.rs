@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::garage::Garage;
-use common::{EXPECTED_LINE, LIBS, World, run_app};
+use common::{ENTRIES, EXPECTED_LINE, GEN_RUN, World, gen_run_output, run_app};
 use kache_core::key::{Input, full_key};
 use kache_core::manifest::{EntryManifest, Signature};
 use kache_core::meta::{EntryMeta, FileRecord};
@@ -227,26 +227,29 @@ fn an_honest_signed_round_trip_serves_every_unit() {
     let garage = Garage::start();
     let (_writer, public, project) = signed_bucket(&garage);
     let bucket = Bucket::open(&garage);
-    for crate_name in LIBS {
+    // Every library unit and fx-gen's build-script run, each signed.
+    for crate_name in ENTRIES {
         let found = bucket.entry(crate_name);
         let signature = found.manifest.signature.as_ref().expect("signed");
         assert_eq!(signature.key, public);
         assert!(found.manifest.pack_blake3.is_some());
     }
+    let ran = gen_run_output(&project);
 
     let b = reader(&garage, Some(&public));
     b.cargo(&project, &["clean"]).ok();
     let out = b.kache_in(&project, &["sync", "--pull", "--all"], &[]);
     assert!(
-        stdout(&out).contains(&format!("pulled {} entries", LIBS.len())),
+        stdout(&out).contains(&format!("pulled {} entries", ENTRIES.len())),
         "{}{}",
         stdout(&out),
         stderr(&out)
     );
     let warm = b.cargo_with(&project, &["build"], LOCAL).ok();
-    for lib in LIBS {
-        assert_eq!(warm.outcome(lib), "hit", "{lib}: {:?}", warm.outcomes());
+    for name in ENTRIES {
+        assert_eq!(warm.outcome(name), "hit", "{name}: {:?}", warm.outcomes());
     }
+    assert_eq!(gen_run_output(&project), ran);
     assert_eq!(run_app(&project), EXPECTED_LINE);
     assert!(!stats(&b).contains("refused"), "{}", stats(&b));
 }
@@ -298,12 +301,13 @@ fn forged_and_swapped_entries_are_refused_before_unpacking_and_counted() {
     bucket.put(&core.manifest.pack_key, swapped);
     let _ = &core.crate_name;
 
+    let ran = gen_run_output(&project);
     let b = reader(&garage, Some(&public));
     b.cargo(&project, &["clean"]).ok();
     let out = b.kache_in(&project, &["sync", "--pull", "--all"], &[]);
     assert!(
-        stdout(&out).contains("pulled 1 entries"),
-        "only fx_app is intact: {}{}",
+        stdout(&out).contains("pulled 2 entries"),
+        "only fx_app and fx-gen's build-script run are intact: {}{}",
         stdout(&out),
         stderr(&out)
     );
@@ -322,7 +326,11 @@ fn forged_and_swapped_entries_are_refused_before_unpacking_and_counted() {
 
     let build = b.cargo_with(&project, &["build"], LOCAL).ok();
     assert_eq!(build.outcome("fx_app"), "hit", "{:?}", build.outcomes());
-    for forged in ["fx_gen", "fx_macros", "fx_core"] {
+    // The honest run is served though its script's compile entry was
+    // refused: the script compiled here is the same binary.
+    assert_eq!(build.outcome(GEN_RUN), "hit", "{:?}", build.outcomes());
+    assert_eq!(gen_run_output(&project), ran);
+    for forged in ["fx_gen", "fx_macros", "fx_core", "build_script_build"] {
         assert_ne!(
             build.outcome(forged),
             "hit",

@@ -43,6 +43,11 @@ fn the_monitor_shows_a_builds_hits_as_they_happen_and_restores_the_terminal() {
     let screen = term.wait_for("hit (local)", 30);
     assert!(screen.contains("fx_core"), "{screen}");
     assert!(screen.contains(&format!("{hits} hits")), "{screen}");
+    // `fx-gen`'s build-script run, replayed: its own kind.
+    assert!(
+        screen.contains("build-script runs: 1 replayed, 0 executed"),
+        "{screen}"
+    );
 
     term.keys(&["2"]);
     let screen = term.wait_for("target/ folders under", 10);

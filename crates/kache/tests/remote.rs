@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::Output;
 
 use common::garage::Garage;
-use common::{EXPECTED_LINE, LIBS, World, run_app};
+use common::{ENTRIES, EXPECTED_LINE, GEN_RUN, World, gen_run_output, run_app};
 
 /// Builds in these tests leave the remote to `kache sync`: no daemon.
 const LOCAL: &[(&str, &str)] = &[("KACHE_LOCAL_ONLY", "1")];
@@ -32,17 +32,20 @@ fn a_fresh_cache_pulls_what_another_pushed_and_every_library_unit_hits() {
     let garage = Garage::start();
     let a = World::with_env(garage.env());
     let project = a.project("p");
-    a.cargo_with(&project, &["build"], LOCAL).ok();
+    let cold = a.cargo_with(&project, &["build"], LOCAL).ok();
+    assert_eq!(cold.outcome(GEN_RUN), "miss", "{:?}", cold.outcomes());
+    let ran = gen_run_output(&project);
+    // Every library unit and fx-gen's build-script run.
     let pushed = assert_ok(&a.kache_in(&project, &["sync", "--push"], &[]));
     assert!(
-        pushed.contains(&format!("pushed {} entries", LIBS.len())),
+        pushed.contains(&format!("pushed {} entries", ENTRIES.len())),
         "{pushed}"
     );
     // A second push finds everything there.
     let again = assert_ok(&a.kache_in(&project, &["sync", "--push"], &[]));
     assert!(again.contains("pushed 0 entries"), "{again}");
     assert!(
-        again.contains(&format!("{} already there", LIBS.len())),
+        again.contains(&format!("{} already there", ENTRIES.len())),
         "{again}"
     );
 
@@ -50,13 +53,15 @@ fn a_fresh_cache_pulls_what_another_pushed_and_every_library_unit_hits() {
     let b = World::with_env(garage.env());
     let pulled = assert_ok(&b.kache_in(&project, &["sync", "--pull"], &[]));
     assert!(
-        pulled.contains(&format!("pulled {} entries", LIBS.len())),
+        pulled.contains(&format!("pulled {} entries", ENTRIES.len())),
         "{pulled}"
     );
     let warm = b.cargo_with(&project, &["build"], LOCAL).ok();
-    for lib in LIBS {
-        assert_eq!(warm.outcome(lib), "hit", "{lib}: {:?}", warm.outcomes());
+    for name in ENTRIES {
+        assert_eq!(warm.outcome(name), "hit", "{name}: {:?}", warm.outcomes());
     }
+    // The pulled run replayed what the script printed and wrote on A.
+    assert_eq!(gen_run_output(&project), ran);
     assert_eq!(run_app(&project), EXPECTED_LINE);
 }
 
@@ -68,7 +73,7 @@ fn dry_runs_move_nothing() {
     a.cargo_with(&project, &["build"], LOCAL).ok();
     let out = assert_ok(&a.kache_in(&project, &["sync", "--push", "--dry-run"], &[]));
     assert!(
-        out.contains(&format!("would push up to {} entries", LIBS.len())),
+        out.contains(&format!("would push up to {} entries", ENTRIES.len())),
         "{out}"
     );
     let b = World::with_env(garage.env());
@@ -82,7 +87,7 @@ fn dry_runs_move_nothing() {
     assert_ok(&a.kache_in(&project, &["sync", "--push"], &[]));
     let out = assert_ok(&b.kache_in(&project, &["sync", "--pull", "--dry-run"], &[]));
     assert!(
-        out.contains(&format!("would pull {} entries", LIBS.len())),
+        out.contains(&format!("would pull {} entries", ENTRIES.len())),
         "{out}"
     );
     let list = b.kache(&["list"]);
@@ -218,14 +223,29 @@ fn the_shared_directory_backend_round_trips_with_the_exact_layout() {
     let first = archive.entries().unwrap().next().unwrap().unwrap();
     assert_eq!(first.path().unwrap().to_str(), Some("meta.json"));
 
+    // fx-gen's build-script run is an entry of the same layout, named by
+    // its unit.
+    let run_dir = shared.join(format!("artifacts/v3/manifests/{GEN_RUN}"));
+    let runs: Vec<_> = std::fs::read_dir(&run_dir).unwrap().flatten().collect();
+    assert_eq!(runs.len(), 1, "{}", run_dir.display());
+    let run_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs[0].path()).unwrap()).unwrap();
+    assert_eq!(run_json["crate_name"], GEN_RUN);
+    let run_key = run_json["cache_key"].as_str().unwrap();
+    let run_pack = format!("artifacts/v3/packs/{GEN_RUN}/{run_key}.tar.zst");
+    assert_eq!(run_json["pack_key"], run_pack.as_str());
+    assert!(shared.join(&run_pack).is_file());
+    let ran = gen_run_output(&project);
+
     a.cargo(&project, &["clean"]).ok();
     let mut b = World::new();
     b.env = vec![b.fs_remote(&shared)];
     assert_ok(&b.kache_in(&project, &["sync", "--pull"], &[]));
     let warm = b.cargo_with(&project, &["build"], LOCAL).ok();
-    for lib in LIBS {
-        assert_eq!(warm.outcome(lib), "hit", "{lib}: {:?}", warm.outcomes());
+    for name in ENTRIES {
+        assert_eq!(warm.outcome(name), "hit", "{name}: {:?}", warm.outcomes());
     }
+    assert_eq!(gen_run_output(&project), ran);
     assert_eq!(run_app(&project), EXPECTED_LINE);
 
     // A flipped byte in one pack: that entry is refused, the rest import,
@@ -240,7 +260,7 @@ fn the_shared_directory_backend_round_trips_with_the_exact_layout() {
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}");
     assert!(
-        stdout.contains(&format!("pulled {} entries", LIBS.len() - 1)),
+        stdout.contains(&format!("pulled {} entries", ENTRIES.len() - 1)),
         "{stdout}"
     );
     assert!(stderr.contains("fx_core"), "{stderr}");
@@ -294,11 +314,11 @@ fn save_manifest_writes_the_build_manifest_and_lock_shards_exactly() {
     let out =
         assert_ok(&world.kache_in(&project, &["save-manifest", "--namespace", "ci-main"], &[]));
     assert!(
-        out.contains(&format!("wrote {} entries", LIBS.len())),
+        out.contains(&format!("wrote {} entries", ENTRIES.len())),
         "{out}"
     );
     assert!(
-        out.contains(&format!("({} entries pushed first)", LIBS.len())),
+        out.contains(&format!("({} entries pushed first)", ENTRIES.len())),
         "{out}"
     );
     let host = String::from_utf8_lossy(
@@ -319,7 +339,15 @@ fn save_manifest_writes_the_build_manifest_and_lock_shards_exactly() {
     assert_eq!(manifest["manifest_key"], host.as_str());
     assert!(humantime::parse_rfc3339(manifest["created"].as_str().unwrap()).is_ok());
     let entries = manifest["entries"].as_array().unwrap();
-    assert_eq!(entries.len(), LIBS.len());
+    // Every library unit and fx-gen's build-script run, once each.
+    let mut named: Vec<&str> = entries
+        .iter()
+        .map(|e| e["crate_name"].as_str().unwrap())
+        .collect();
+    named.sort_unstable();
+    let mut expected_names = ENTRIES.to_vec();
+    expected_names.sort_unstable();
+    assert_eq!(named, expected_names);
     for entry in entries {
         let key = entry["cache_key"].as_str().unwrap();
         let crate_name = entry["crate_name"].as_str().unwrap();
@@ -358,14 +386,31 @@ fn save_manifest_writes_the_build_manifest_and_lock_shards_exactly() {
         .collect();
     expected.sort();
     assert_eq!(written, expected, "one shard per bucket with entries");
-    let mut shard_entries = 0;
+    let gen_shard = format!(
+        "{}.json",
+        kache_core::manifest::shard_hash(&buckets[&kache_core::manifest::shard_bucket("fx-gen")])
+    );
+    let mut shard_entries = Vec::new();
     for name in &written {
         let shard: serde_json::Value =
             serde_json::from_slice(&std::fs::read(shard_dir.join(name)).unwrap()).unwrap();
         assert_eq!(shard["version"], 3);
-        shard_entries += shard["entries"].as_array().unwrap().len();
+        for entry in shard["entries"].as_array().unwrap() {
+            let crate_name = entry["crate_name"].as_str().unwrap().to_string();
+            if crate_name == GEN_RUN {
+                assert_eq!(name, &gen_shard, "fx-gen's run is in fx-gen's shard");
+            }
+            shard_entries.push(crate_name);
+        }
     }
-    // Every library unit lands in its package's shard; build scripts belong
-    // to no single package.
-    assert_eq!(shard_entries, LIBS.len() - 1);
+    // Every library unit and fx-gen's run land in their package's shard;
+    // build scripts' compiles belong to no single package.
+    shard_entries.sort();
+    let mut expected_names: Vec<String> = ENTRIES
+        .iter()
+        .filter(|name| **name != "build_script_build")
+        .map(|name| name.to_string())
+        .collect();
+    expected_names.sort();
+    assert_eq!(shard_entries, expected_names);
 }

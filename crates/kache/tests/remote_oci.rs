@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{EXPECTED_LINE, LIBS, Run, World, run_app};
+use common::{ENTRIES, EXPECTED_LINE, GEN_RUN, Run, World, gen_run_output, run_app};
 use registry::Registry;
 
 /// Builds that leave the remote to `kache sync`: no daemon.
@@ -64,17 +64,20 @@ fn a_fresh_runner_is_served_from_the_registry_by_remote_and_prefetch_hits() {
     // every miss to the registry.
     a.cargo(&project, &["build"]).ok();
     ok(a.kache(&["daemon", "stop", "--drain", "60"]));
-    assert_eq!(remote_entries(&registry.env()), LIBS.len());
+    // Every library unit and fx-gen's build-script run.
+    assert_eq!(remote_entries(&registry.env()), ENTRIES.len());
+    let ran = gen_run_output(&project);
 
     // Runner B: a new cache and a new checkout path; no daemon started
     // first (the first compile waits for the one it starts). `fx_app`
     // bakes its checkout path in (`env!("CARGO_MANIFEST_DIR")`), so it is
     // machine-local by design and compiles here; every portable library
-    // comes from the registry.
+    // and fx-gen's build-script run (keyed by normalised paths) come from
+    // the registry.
     let b = World::with_env(registry.env());
     let checkout = b.project("elsewhere");
     let run = b.cargo(&checkout, &["build"]).ok();
-    for lib in ["fx_gen", "fx_core", "fx_macros"] {
+    for lib in ["fx_gen", "fx_core", "fx_macros", GEN_RUN] {
         let sources = hit_sources(&run, lib);
         assert_eq!(sources.len(), 1, "{lib}: {:?}", run.outcomes());
         assert!(
@@ -88,6 +91,7 @@ fn a_fresh_runner_is_served_from_the_registry_by_remote_and_prefetch_hits() {
         "{}",
         run.stderr()
     );
+    assert_eq!(gen_run_output(&checkout), ran);
     assert_eq!(run_app(&checkout), EXPECTED_LINE);
     let status = ok(b.kache(&["daemon"]));
     assert!(
@@ -101,14 +105,15 @@ fn a_fresh_runner_is_served_from_the_registry_by_remote_and_prefetch_hits() {
     a.cargo(&project, &["clean"]).ok();
     let c = World::with_env(registry.env());
     let run = c.cargo(&project, &["build"]).ok();
-    for lib in LIBS {
-        let sources = hit_sources(&run, lib);
-        assert_eq!(sources.len(), 1, "{lib}: {:?}", run.outcomes());
+    for name in ENTRIES {
+        let sources = hit_sources(&run, name);
+        assert_eq!(sources.len(), 1, "{name}: {:?}", run.outcomes());
         assert!(
             sources[0] == "remote" || sources[0] == "prefetch",
-            "{lib} came from {sources:?}"
+            "{name} came from {sources:?}"
         );
     }
+    assert_eq!(gen_run_output(&project), ran);
     assert_eq!(run_app(&project), EXPECTED_LINE);
     ok(c.kache(&["daemon", "stop", "--drain", "10"]));
 }
@@ -119,16 +124,18 @@ fn sync_and_save_manifest_round_trip_through_the_registry() {
     let a = World::with_env(registry.env());
     let project = a.project("p");
     a.cargo_with(&project, &["build"], LOCAL).ok();
+    let ran = gen_run_output(&project);
+    // Every library unit and fx-gen's build-script run.
     let pushed = ok(a.kache_in(&project, &["sync", "--push"], &[]));
     assert!(
-        pushed.contains(&format!("pushed {} entries", LIBS.len())),
+        pushed.contains(&format!("pushed {} entries", ENTRIES.len())),
         "{pushed}"
     );
     let again = ok(a.kache_in(&project, &["sync", "--push"], &[]));
     assert!(again.contains("pushed 0 entries"), "{again}");
     let saved = ok(a.kache_in(&project, &["save-manifest", "--namespace", "ci-main"], &[]));
     assert!(
-        saved.contains(&format!("wrote {} entries", LIBS.len())),
+        saved.contains(&format!("wrote {} entries", ENTRIES.len())),
         "{saved}"
     );
 
@@ -137,13 +144,14 @@ fn sync_and_save_manifest_round_trip_through_the_registry() {
     let checkout = project.clone();
     let pulled = ok(b.kache_in(&checkout, &["sync", "--pull"], &[]));
     assert!(
-        pulled.contains(&format!("pulled {} entries", LIBS.len())),
+        pulled.contains(&format!("pulled {} entries", ENTRIES.len())),
         "{pulled}"
     );
     let warm = b.cargo_with(&checkout, &["build"], LOCAL).ok();
-    for lib in LIBS {
-        assert_eq!(warm.outcome(lib), "hit", "{lib}: {:?}", warm.outcomes());
+    for name in ENTRIES {
+        assert_eq!(warm.outcome(name), "hit", "{name}: {:?}", warm.outcomes());
     }
+    assert_eq!(gen_run_output(&checkout), ran);
     assert_eq!(run_app(&checkout), EXPECTED_LINE);
     b.assert_store_verifies();
 }
@@ -196,8 +204,9 @@ fn a_registry_that_is_down_or_stalls_keeps_builds_green_within_the_deadline() {
         ]);
         let project = world.project("p");
         let run = world.cargo(&project, &["build"]).ok();
-        for lib in LIBS {
-            assert_eq!(run.outcome(lib), "miss", "{url} {lib}");
+        // The run of fx-gen's build script asks the registry too.
+        for name in ENTRIES {
+            assert_eq!(run.outcome(name), "miss", "{url} {name}");
         }
         assert_eq!(run_app(&project), EXPECTED_LINE);
         let _ = world.kache(&["daemon", "stop", "--drain", "0"]);

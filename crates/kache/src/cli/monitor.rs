@@ -211,7 +211,7 @@ impl Monitor {
         let [head, body] =
             Layout::vertical([Constraint::Length(2), Constraint::Min(1)]).areas(area);
         let summary = super::report::summarize(&self.events, 0);
-        let headline = format!(
+        let mut headline = format!(
             "{} hits · {} misses · {} dups · {} passthroughs · hit rate {:.0}% · saved {:.1}s",
             summary.hits,
             summary.misses,
@@ -220,6 +220,13 @@ impl Monitor {
             summary.hit_rate * 100.0,
             summary.time_saved_ms as f64 / 1000.0
         );
+        // Runs are counted in the hits and misses too; their own line.
+        if summary.build_script_run_hits + summary.build_script_run_misses > 0 {
+            headline += &format!(
+                "\nbuild-script runs: {} replayed, {} executed",
+                summary.build_script_run_hits, summary.build_script_run_misses
+            );
+        }
         frame.render_widget(Paragraph::new(headline), head);
         let rows = self
             .events

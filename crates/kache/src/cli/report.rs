@@ -380,6 +380,14 @@ fn render(summary: &Summary, format: Format, top: usize) -> Result<String> {
                 ("Prefetch hits", summary.prefetch_hits.to_string()),
                 ("Fetched from the remote", format_size(summary.remote_bytes)),
                 ("Waited on the remote", secs(summary.remote_wait_ms)),
+                (
+                    "Build-script runs replayed",
+                    summary.build_script_run_hits.to_string(),
+                ),
+                (
+                    "Build-script runs executed",
+                    summary.build_script_run_misses.to_string(),
+                ),
             ] {
                 out.push_str(&format!("| {name} | {value} |\n"));
             }

@@ -8,10 +8,12 @@ use anyhow::Result;
 use kache_core::meta::EntryMeta;
 
 use crate::config::Config;
+use crate::wrapper::RUN_DECLARED;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The crate name as cargo passes it (`--crate-name`, underscores).
+    /// The crate name as cargo passes it (`--crate-name`, underscores), or
+    /// `<package>:build-script-run` for a build script's runs.
     crate_name: String,
 }
 
@@ -48,11 +50,50 @@ pub fn explain(newer: &EntryMeta, older: &EntryMeta) -> Vec<String> {
     for path in old_inputs.keys().filter(|p| !new_inputs.contains_key(*p)) {
         reasons.push(format!("source: {path} is no longer read"));
     }
+    let (new_declared, new_env): (Vec<_>, Vec<_>) = newer
+        .env_deps
+        .iter()
+        .partition(|(name, _)| name.starts_with(RUN_DECLARED));
     let old_env: BTreeMap<&String, &Option<String>> =
         older.env_deps.iter().map(|(n, v)| (n, v)).collect();
-    for (name, value) in &newer.env_deps {
+    for (name, value) in new_env {
         if old_env.get(name) != Some(&value) {
             reasons.push(format!("env!: {name} changed"));
+        }
+    }
+    // A build-script run's declarations (`file <path>=<state>`, `env
+    // <name>=<digest>`, `env <name>!` when unset, `package <state>`),
+    // matched by what they name.
+    let declared = |meta: &EntryMeta| -> BTreeMap<String, String> {
+        meta.env_deps
+            .iter()
+            .filter(|(name, _)| name.starts_with(RUN_DECLARED))
+            .filter_map(|(_, line)| line.as_deref())
+            .map(|line| {
+                let (subject, state) = if let Some(unset) = line.strip_suffix('!') {
+                    (unset, "unset")
+                } else if let Some(pair) = line.split_once('=') {
+                    pair
+                } else {
+                    line.split_once(' ').unwrap_or((line, ""))
+                };
+                (subject.to_string(), state.to_string())
+            })
+            .collect()
+    };
+    if !new_declared.is_empty() {
+        let (new, old) = (declared(newer), declared(older));
+        for (subject, state) in &new {
+            match old.get(subject) {
+                None => reasons.push(format!("declared: {subject} is new")),
+                Some(before) if before != state => {
+                    reasons.push(format!("declared: {subject} changed"))
+                }
+                _ => {}
+            }
+        }
+        for subject in old.keys().filter(|s| !new.contains_key(*s)) {
+            reasons.push(format!("declared: {subject} is no longer declared"));
         }
     }
     reasons

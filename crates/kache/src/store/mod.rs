@@ -48,6 +48,27 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// Opens the index at `db` and says which file the connection holds: the
+/// same file before and after the open, or `None` when another process
+/// kept replacing it meanwhile (a heal then assumes it is not this
+/// process's to move aside, and only reopens). Reading the name after the
+/// open alone is not enough: a rebuild that renamed the damaged file and
+/// created the new one in between would make this process believe it held
+/// the new one, and move that healthy index aside too.
+fn open_identified(db: &Path, create: bool) -> Result<(Index, Option<(u64, u64)>)> {
+    let mut index = None;
+    for _ in 0..3 {
+        let before = file_id(db);
+        let opened = Index::open(db, create)?;
+        let after = file_id(db);
+        if before.is_none() || before == after {
+            return Ok((opened, after));
+        }
+        index = Some(opened);
+    }
+    Ok((index.expect("opened at least once"), None))
+}
+
 /// The cache directory a daemon serves, as it was when it started.
 static PINNED: OnceLock<(PathBuf, Option<(u64, u64)>)> = OnceLock::new();
 
@@ -103,10 +124,10 @@ impl Store {
             .with_context(|| format!("creating the store in {}", cache_dir.display()))?;
         let db = cache_dir.join("index.db");
         let seen = file_id(&db);
-        let mut index = match Index::open(&db, !pinned) {
-            Ok(index) => index,
+        let (mut index, index_file) = match open_identified(&db, !pinned) {
+            Ok(opened) => opened,
             Err(err) if is_corruption(&err) => heal::rebuild_index(cache_dir, seen, &err)
-                .and_then(|_| Index::open(&db, true))
+                .and_then(|_| open_identified(&db, true))
                 .map_err(|e| e.context(health::IndexLost))?,
             Err(err) => return Err(err),
         };
@@ -116,7 +137,7 @@ impl Store {
         Ok(Self {
             root: cache_dir.to_path_buf(),
             index,
-            index_file: file_id(&db).or(seen),
+            index_file,
         })
     }
 
@@ -138,8 +159,7 @@ impl Store {
     pub fn rebuild_index(&mut self, damage: &anyhow::Error) -> Result<Option<usize>> {
         let db = self.root.join("index.db");
         let rebuilt = heal::rebuild_index(&self.root, self.index_file, damage)?;
-        self.index = Index::open(&db, true)?;
-        self.index_file = file_id(&db);
+        (self.index, self.index_file) = open_identified(&db, true)?;
         Ok(rebuilt)
     }
 

@@ -1,9 +1,9 @@
-//! Build-script runs as cache entries, behind `KACHE_CACHE_BUILD_SCRIPTS=1`.
+//! Build-script runs as cache entries (on unless `KACHE_CACHE_BUILD_SCRIPTS=0`).
 //!
 //! Cargo runs a build script by executing `build/<pkg>-<h>/build-script-build`,
 //! a hard link of the executable rustc wrote beside it
 //! (`build_script_build-<h>`). kache cannot see that run otherwise, so with
-//! the flag on, after the wrapper compiled or restored that executable it
+//! the switch on (the default), after the wrapper compiled or restored that executable it
 //! moves it to `build_script_build-<h>.kache-real` and writes a small
 //! `#!/bin/sh` launcher in its place ([`install_launchers`]); cargo then
 //! links the launcher. The launcher runs `kache build-script-run <real>
@@ -11,7 +11,7 @@
 //!
 //! 1. refuses a real binary whose content is not the recorded hash (a
 //!    launcher can never run a stale script);
-//! 2. with the flag off (or kache disabled) becomes the real script, exactly
+//! 2. with the switch off (or kache disabled) becomes the real script, exactly
 //!    as cargo would have run it;
 //! 3. otherwise builds the run's pre-key from what cargo passes the script
 //!    (see [`keyed_env`]), the script's hash, every file of its package
@@ -28,9 +28,10 @@
 //!
 //! Anything kache cannot key or store (a symlink in `OUT_DIR`, output that
 //! is not UTF-8, a declared file changed while the script ran, a script
-//! that wrote into its own package) runs the script and stores nothing. With the flag off nothing here runs: the
-//! compile entries and their keys are the same either way, because the
-//! launcher is written only into `target/`, never into the store.
+//! that wrote into its own package) runs the script and stores nothing.
+//! With the switch off nothing here runs: the compile entries and their
+//! keys are the same either way, because the launcher is written only into
+//! `target/`, never into the store.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -56,7 +57,8 @@ use crate::daemon::client::Link;
 use crate::events::Outcome;
 use crate::store::{HashCache, Store};
 
-/// The opt-in switch. Only `1` turns it on.
+/// The switch (`0` turns it off; on by default, see
+/// [`Config::cache_build_scripts`]).
 pub const FLAG: &str = "KACHE_CACHE_BUILD_SCRIPTS";
 
 /// The subcommand the launcher calls (`argv[1]`).
@@ -75,22 +77,17 @@ pub const RUN_KIND: &str = "build-script-run";
 const MANIFEST: &str = "manifest";
 
 /// `env_deps` names of the declarations a run entry was keyed by.
-const DECLARED: &str = "build-script declared #";
+pub const DECLARED: &str = "build-script declared #";
 
 /// Most files an `OUT_DIR` may hold and still be stored.
 const MAX_FILES: usize = 20_000;
 
-/// Whether build-script runs are cached (`KACHE_CACHE_BUILD_SCRIPTS=1`).
-pub fn enabled() -> bool {
-    std::env::var(FLAG).is_ok_and(|v| v == "1")
-}
-
 /// After the wrapper wrote (compiled or restored) a build script's
 /// executable into `out_dir`: replaces each linked executable among
 /// `outputs` with a launcher, the real binary beside it. Does nothing with
-/// the flag off or for any other crate. A failure leaves the real binary
+/// the switch off or for any other crate. A failure leaves the real binary
 /// where it was (the script then runs uncached) and never fails the build.
-pub fn install_launchers(crate_name: &str, out_dir: &Path, outputs: &[Output]) {
+pub fn install_launchers(config: &Config, crate_name: &str, out_dir: &Path, outputs: &[Output]) {
     // Cargo compiles a build script into `<profile>/build/<pkg>-<hash>/`;
     // any other place (another layout, a user's crate of that name) is
     // left alone.
@@ -98,7 +95,7 @@ pub fn install_launchers(crate_name: &str, out_dir: &Path, outputs: &[Output]) {
         .parent()
         .and_then(Path::file_name)
         .is_some_and(|name| name == "build");
-    if !enabled() || !crate_name.starts_with("build_script_") || !in_build_dir {
+    if !config.cache_build_scripts || !crate_name.starts_with("build_script_") || !in_build_dir {
         return;
     }
     for output in outputs
@@ -136,6 +133,21 @@ fn install_launcher(path: &Path) -> Result<()> {
         let _ = std::fs::rename(&real, path);
     }
     written
+}
+
+/// How an entry records one declaration line of [`declared::describe`]:
+/// as it is, but a declared variable's value (`env NAME=value`) as its
+/// digest, like an `env!` value ([`lookup::env_digest`]): a script may
+/// declare a token, and the entry sits in the index and the bucket. The
+/// digest proves a replay as well as the value would, and `why-miss` can
+/// still name the variable.
+pub fn recorded_form(line: &str) -> String {
+    if let Some(rest) = line.strip_prefix("env ")
+        && let Some((name, value)) = rest.split_once('=')
+    {
+        return format!("env {name}={}", lookup::env_digest(name, value));
+    }
+    line.to_string()
 }
 
 /// `<path>.kache-real`.
@@ -204,7 +216,7 @@ pub fn launch(args: Vec<OsString>) -> i32 {
         }
     }
     let config = match Config::load() {
-        Ok(config) if !config.disabled && enabled() => config,
+        Ok(config) if !config.disabled && config.cache_build_scripts => config,
         // An OUT_DIR restored while the flag was on shares inodes with
         // the store; the script must not write through them.
         _ => return exec_unshared(&real, &script_args),
@@ -417,7 +429,9 @@ impl<'a> RunSession<'a> {
         // (`cargo:<key>=<value>`). Cargo reruns this script whenever that
         // run changed, so every value is keyed (a version, a flag: what
         // the script branches on), and each absolute path in it (a
-        // dependency's include directory) by content too.
+        // dependency's include directory) by content too; a system folder
+        // (`DEP_OPENSSL_INCLUDE=/usr/include`: thousands of files the
+        // package manager writes) by each file's name, size and mtime.
         let mut deps: Vec<(String, String)> = std::env::vars()
             .filter(|(name, _)| name.starts_with("DEP_"))
             .collect();
@@ -426,7 +440,11 @@ impl<'a> RunSession<'a> {
             builder.add("dep", format!("{name}={}", normalize(&value)));
             for path in std::env::split_paths(&value) {
                 if path.is_absolute() && path.exists() {
-                    let state = declared::state_of(&path, &self.store, &mut self.hasher)?;
+                    let state = if declared::is_system(&path) {
+                        declared::system_state(&path)?
+                    } else {
+                        declared::state_of(&path, &self.store, &mut self.hasher)?
+                    };
                     builder.add("dep_paths", format!("{name}={state}"));
                 }
             }
@@ -450,6 +468,7 @@ impl<'a> RunSession<'a> {
     }
 
     /// What the script declared in `stdout`, evaluated now: one line each.
+    /// (An entry records them in [`recorded_form`].)
     fn declared_now(&mut self, stdout: &str) -> Result<Vec<String>> {
         let parsed = buildscript::parse_output(stdout);
         declared::describe(
@@ -482,7 +501,7 @@ impl<'a> RunSession<'a> {
             }
             let stdout = self.roots.normalizer.denormalize(&meta.stdout);
             match self.declared_now(&stdout) {
-                Ok(now) if now == recorded => {}
+                Ok(now) if now.iter().map(|line| recorded_form(line)).eq(recorded) => {}
                 _ => continue,
             }
             if key::full_key(pre_key, &meta.inputs, &meta.env_deps) == meta.cache_key
@@ -709,7 +728,7 @@ impl<'a> RunSession<'a> {
         let mut env_deps: Vec<(String, Option<String>)> = declared
             .into_iter()
             .enumerate()
-            .map(|(n, line)| (format!("{DECLARED}{n:05}"), Some(line)))
+            .map(|(n, line)| (format!("{DECLARED}{n:05}"), Some(recorded_form(&line))))
             .collect();
         // A generated file holding a machine-local root (an absolute path
         // into the workspace or target directory) is only right there.

@@ -171,6 +171,83 @@ pub(super) fn state_of(path: &Path, store: &Store, hasher: &mut HashCache) -> Re
     tree_state(path, Scope::Declared, store, hasher)
 }
 
+/// The system folders [`system_state`] keys: what the package manager
+/// installs headers and libraries into.
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr/include",
+    "/usr/local/include",
+    "/usr/lib",
+    "/usr/lib64",
+];
+
+/// Most entries [`system_state`] lists before giving up (the run is then
+/// not cached: the script runs, as it would without kache).
+const SYSTEM_ENTRIES: usize = 50_000;
+
+/// Whether `path` is one of [`SYSTEM_DIRS`] or below one.
+pub(super) fn is_system(path: &Path) -> bool {
+    SYSTEM_DIRS.iter().any(|dir| path.starts_with(dir))
+}
+
+/// A system folder's (or file's) state without reading any content:
+/// every entry below it by name, kind, size and modification second
+/// (`stat:<blake3>`). A package manager that changes a header changes its
+/// size or its mtime (dpkg and rpm set the packaged mtime, the same on
+/// every machine of one image, so the key stays portable between them);
+/// reading all of `/usr/include` (about 8,000 files) by content costs
+/// seconds on a fresh machine, listing it tens of milliseconds. Symlinks
+/// are keyed by target and not followed. More than [`SYSTEM_ENTRIES`]
+/// entries is an error: too large to key on every run.
+pub(super) fn system_state(path: &Path) -> Result<String> {
+    fn stamp(meta: &std::fs::Metadata) -> String {
+        use std::os::unix::fs::MetadataExt;
+        format!("{}:{}", meta.len(), meta.mtime())
+    }
+    fn list(dir: &Path, rel: &Path, out: &mut Vec<(String, String)>, depth: usize) -> Result<()> {
+        anyhow::ensure!(depth < 64, "{} is nested too deeply", dir.display());
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = rel.join(entry.file_name());
+            let text = name.to_string_lossy().to_string();
+            let kind = entry.file_type()?;
+            anyhow::ensure!(
+                out.len() < SYSTEM_ENTRIES,
+                "{} holds more than {SYSTEM_ENTRIES} entries, too many to key",
+                dir.display()
+            );
+            if kind.is_dir() {
+                out.push((text, "dir".to_string()));
+                list(&entry.path(), &name, out, depth + 1)?;
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(entry.path())?;
+                out.push((text, format!("link:{}", target.to_string_lossy())));
+            } else if kind.is_file() {
+                out.push((text, format!("file:{}", stamp(&entry.metadata()?))));
+            } else {
+                out.push((text, "special".to_string()));
+            }
+        }
+        Ok(())
+    }
+    let meta = std::fs::metadata(path)?;
+    let mut listing = Vec::new();
+    if meta.is_dir() {
+        list(path, Path::new(""), &mut listing, 0)?;
+    } else {
+        listing.push((String::new(), format!("file:{}", stamp(&meta))));
+    }
+    listing.sort();
+    let mut tree = blake3::Hasher::new();
+    tree.update(b"kache-system-v1\0");
+    for (name, state) in &listing {
+        tree.update(&(name.len() as u64).to_le_bytes());
+        tree.update(name.as_bytes());
+        tree.update(&(state.len() as u64).to_le_bytes());
+        tree.update(state.as_bytes());
+    }
+    Ok(format!("stat:{}", tree.finalize().to_hex()))
+}
+
 /// The state of every file of the package at `package`, as cargo's default
 /// build-script rule watches it (see [`Scope`]).
 pub(super) fn package_state(
@@ -263,6 +340,41 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_system_folder_is_keyed_by_names_sizes_and_mtimes_without_reading_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("include");
+        std::fs::create_dir_all(tree.join("openssl")).unwrap();
+        let header = tree.join("openssl/opensslv.h");
+        std::fs::write(&header, "#define V 3\n").unwrap();
+        let set_mtime = |secs: u64| {
+            let file = std::fs::File::options().write(true).open(&header).unwrap();
+            file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+                .unwrap();
+        };
+        set_mtime(1_700_000_000);
+        let first = system_state(&tree).unwrap();
+        assert!(first.starts_with("stat:"));
+        assert_eq!(first, system_state(&tree).unwrap(), "stable");
+        // An upgrade: new content, a new size or mtime.
+        std::fs::write(&header, "#define V 30\n").unwrap();
+        set_mtime(1_700_000_000);
+        let resized = system_state(&tree).unwrap();
+        assert_ne!(first, resized, "a new size");
+        set_mtime(1_700_000_100);
+        let touched = system_state(&tree).unwrap();
+        assert_ne!(resized, touched, "a new mtime");
+        std::fs::write(tree.join("new.h"), "").unwrap();
+        let added = system_state(&tree).unwrap();
+        assert_ne!(touched, added, "a new file");
+        std::os::unix::fs::symlink("openssl", tree.join("ssl")).unwrap();
+        assert_ne!(added, system_state(&tree).unwrap(), "a new symlink");
+        assert!(is_system(Path::new("/usr/include")));
+        assert!(is_system(Path::new("/usr/lib/x86_64-linux-gnu")));
+        assert!(!is_system(Path::new("/usr/libexec")));
+        assert!(!is_system(Path::new("/home/me/include")));
+    }
 
     #[test]
     fn a_declared_folder_changes_with_a_new_file_an_edit_or_a_linked_folder() {

@@ -70,7 +70,9 @@ pub fn is_other_program(arg: &OsStr, is_command: impl Fn(&str) -> bool) -> bool 
         || toolchain::find_program(arg).is_some()
 }
 
-pub use build_run::{SUBCOMMAND as BUILD_SCRIPT_RUN, launch as run_build_script};
+pub use build_run::{
+    DECLARED as RUN_DECLARED, SUBCOMMAND as BUILD_SCRIPT_RUN, launch as run_build_script,
+};
 pub use cc::run as run_program;
 
 fn is_clippy(arg: &OsStr) -> bool {
@@ -171,9 +173,14 @@ pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
     };
     let code = session.run(&plain);
     if code == 0 {
-        // Opt-in (KACHE_CACHE_BUILD_SCRIPTS): a build script's executable
-        // becomes a launcher that caches its runs; nothing else changes.
-        build_run::install_launchers(&invocation.crate_name, &session.out_dir, &session.outputs);
+        // A build script's executable becomes a launcher that caches its
+        // runs (unless KACHE_CACHE_BUILD_SCRIPTS=0); nothing else changes.
+        build_run::install_launchers(
+            &config,
+            &invocation.crate_name,
+            &session.out_dir,
+            &session.outputs,
+        );
     }
     code
 }

@@ -285,6 +285,44 @@ pub const LIBS: &[&str] = &[
     "build_script_build",
 ];
 
+/// The entry of `fx-gen`'s build-script run (runs are cached by default).
+pub const GEN_RUN: &str = "fx-gen:build-script-run";
+
+/// Every entry one build of the fixture stores (`crate_name`s): the
+/// library units ([`LIBS`]) and `fx-gen`'s build-script run ([`GEN_RUN`]).
+pub const ENTRIES: &[&str] = &[
+    "fx_gen",
+    "fx_core",
+    "fx_macros",
+    "fx_app",
+    "build_script_build",
+    GEN_RUN,
+];
+
+/// What `fx-gen`'s build script left for cargo in `project`'s debug
+/// profile: the `output` file (its stdout) and `OUT_DIR/gen.rs`. Panics
+/// unless exactly one run of it is there.
+pub fn gen_run_output(project: &Path) -> (String, String) {
+    let runs: Vec<PathBuf> = std::fs::read_dir(project.join("target/debug/build"))
+        .expect("read target/debug/build")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("fx-gen-"))
+                && p.join("output").is_file()
+        })
+        .collect();
+    assert_eq!(runs.len(), 1, "fx-gen's script ran once: {runs:?}");
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    (
+        read(runs[0].join("output")),
+        read(runs[0].join("out/gen.rs")),
+    )
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for item in std::fs::read_dir(from).expect("read fixture") {
