@@ -19,6 +19,10 @@
 # CNCF distribution registry, Debian's docker-registry, with htpasswd auth;
 # the planner scans it through KACHE_OCI_*), one after the other, against the
 # same plain cold build. KACHE_BENCH_BACKENDS picks them (default "s3 oci").
+# KACHE_BENCH_RUNS="off on" runs every runner B build twice, side by side:
+# with build-script runs cached (`on`, the default; runner A stores them)
+# and with KACHE_CACHE_BUILD_SCRIPTS=0 (`off`: every script executes, as
+# before they were cached). Default "on".
 # Usage: bash bench/cold-runner.sh   (work files in bench/work-cold, git-ignored)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -108,15 +112,16 @@ t0=$(now)
 plain=$(elapsed "$t0")
 echo "plain cold: ${plain}s"
 
-# run_b VARIANT MODE: a fresh runner builds the variant's copy.
+# run_b VARIANT MODE BACKEND RUNS: a fresh runner builds the variant's copy.
 run_b() {
-    local variant=$1 mode=$2 backend=$3
-    local dir="$work/b-$variant-$mode" cache="$work/cache-$backend-$variant-$mode"
+    local variant=$1 mode=$2 backend=$3 runs=$4
+    local dir="$work/b-$variant-$mode-$runs" cache="$work/cache-$backend-$variant-$mode-$runs"
     rm -rf "$dir" "$cache"
     cp -r "$work/src-$variant" "$dir"
     # Read-only: every mode sees the bucket runner A left, not the uploads
     # of the runs before it.
     export RUSTC_WRAPPER="$kache" KACHE_CACHE_DIR="$cache" KACHE_NAMESPACE=main KACHE_REMOTE_READ_ONLY=1
+    export KACHE_CACHE_BUILD_SCRIPTS=$([ "$runs" = on ] && echo 1 || echo 0)
     unset KACHE_PLANNER_ENDPOINT KACHE_PREFETCH
     case $mode in
         none) export KACHE_PREFETCH=0 ;;
@@ -129,9 +134,10 @@ run_b() {
     wall=$(elapsed "$t0")
     sleep 1 # let in-flight prefetches land, so waste is counted whole
     "$kache" daemon stop --drain 0 >/dev/null # reports the plan's feedback
-    python3 - "$cache" "$variant" "$mode" "$wall" "$plain" "$work/cache-a" "$backend" <<'PY'
+    python3 - "$cache" "$variant" "$mode" "$wall" "$plain" "$work/cache-a" "$backend" "$runs" <<'PY'
 import json, sqlite3, sys
 cache, variant, mode, wall, plain = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+runs = sys.argv[8]
 in_bucket = {k for (k,) in sqlite3.connect(f"{sys.argv[6]}/index.db").execute("SELECT cache_key FROM entries")}
 events = [json.loads(l) for l in open(f"{cache}/events.jsonl")]
 cacheable = [e for e in events if e["outcome"] in ("hit", "miss", "dup")]
@@ -148,12 +154,13 @@ wasted = db.execute("SELECT COALESCE(SUM(size), 0) FROM entries WHERE cache_key 
 downloaded = used + wasted
 share = 100 * served / max(1, len(cacheable))
 waste = 100 * wasted / max(1, downloaded)
-print(f"{sys.argv[7]:<4} {variant:<8} {mode:<9} served {served:>3}/{len(cacheable):<3} ({share:5.1f}%, "
+print(f"{sys.argv[7]:<4} runs {runs:<3} {variant:<8} {mode:<9} served {served:>3}/{len(cacheable):<3} ({share:5.1f}%, "
       f"{served_of_servable}/{len(servable)} in the bucket)  "
       f"downloaded {downloaded / 2**20:7.1f} MiB, unused {wasted / 2**20:6.1f} MiB ({waste:4.1f}%)  "
       f"waited {waited:5.2f}s  wall {wall:6.2f}s = {wall / plain:.2f} x plain cold")
 PY
     unset RUSTC_WRAPPER KACHE_CACHE_DIR KACHE_NAMESPACE KACHE_PLANNER_ENDPOINT KACHE_PREFETCH KACHE_REMOTE_READ_ONLY
+    unset KACHE_CACHE_BUILD_SCRIPTS
 }
 
 # What the planner heard back from the daemons (cumulative): candidates
@@ -188,6 +195,8 @@ echo "== runner A: build once (local only; each backend gets its push)"
 (
     cd "$work/a"
     export RUSTC_WRAPPER="$kache" KACHE_CACHE_DIR="$work/cache-a" KACHE_LOCAL_ONLY=1
+    # The runs are stored too (the default), for the runners that use them.
+    export KACHE_CACHE_BUILD_SCRIPTS=1
     cargo build --offline --quiet
 )
 for backend in ${KACHE_BENCH_BACKENDS:-s3 oci}; do
@@ -214,14 +223,16 @@ for backend in ${KACHE_BENCH_BACKENDS:-s3 oci}; do
     echo "== fresh runner B (bumped variant: ${bumped:-none found, same lockfile})"
     for variant in same bumped; do
         for mode in none fallback planner; do
-            read -r u0 n0 l0 < <(feedback)
-            run_b "$variant" "$mode" "$backend"
-            if [ "$mode" = planner ]; then
-                read -r u1 n1 l1 < <(feedback)
-                awk -v u=$((u1 - u0)) -v n=$((n1 - n0)) -v l=$((l1 - l0)) 'BEGIN {
-                    printf "         planner feedback: %d used, %d unused, %d late (precision %.2f)\n",
-                        u, n, l, (u + n) ? u / (u + n) : 1 }'
-            fi
+            for runs in ${KACHE_BENCH_RUNS:-on}; do
+                read -r u0 n0 l0 < <(feedback)
+                run_b "$variant" "$mode" "$backend" "$runs"
+                if [ "$mode" = planner ]; then
+                    read -r u1 n1 l1 < <(feedback)
+                    awk -v u=$((u1 - u0)) -v n=$((n1 - n0)) -v l=$((l1 - l0)) 'BEGIN {
+                        printf "         planner feedback: %d used, %d unused, %d late (precision %.2f)\n",
+                            u, n, l, (u + n) ? u / (u + n) : 1 }'
+                fi
+            done
         done
     done
     stop_backend
