@@ -1,264 +1,35 @@
-//! Build-script runs as cache entries (on unless `KACHE_CACHE_BUILD_SCRIPTS=0`).
-//!
-//! Cargo runs a build script by executing `build/<pkg>-<h>/build-script-build`,
-//! a hard link of the executable rustc wrote beside it
-//! (`build_script_build-<h>`). kache cannot see that run otherwise, so with
-//! the switch on (the default), after the wrapper compiled or restored that executable it
-//! moves it to `build_script_build-<h>.kache-real` and writes a small
-//! `#!/bin/sh` launcher in its place ([`install_launchers`]); cargo then
-//! links the launcher. The launcher runs `kache build-script-run <real>
-//! <blake3 of real> -- <args>` ([`launch`]), which:
-//!
-//! 1. refuses a real binary whose content is not the recorded hash (a
-//!    launcher can never run a stale script);
-//! 2. with the switch off (or kache disabled) becomes the real script, exactly
-//!    as cargo would have run it;
-//! 3. otherwise builds the run's pre-key from what cargo passes the script
-//!    (see [`keyed_env`]), the script's hash, every file of its package
-//!    (declared or not: `cargo clean` would rerun it) and the compilers it
-//!    may call, and looks for a stored run whose declarations
-//!    (`rerun-if-changed` files and directories by content,
-//!    `rerun-if-env-changed` variables by value) still hold now; a hit
-//!    restores `OUT_DIR` (reflink, else a copy: never a hard link, scripts
-//!    rewrite their files in place) and replays the run's stdout and
-//!    stderr without executing the script;
-//! 4. on a miss runs the real script, tees its output, and stores the run:
-//!    every file of `OUT_DIR` as a blob, with a manifest (`manifest`) that
-//!    maps the flat entry names (`out.<n>`) back to relative paths.
-//!
-//! Anything kache cannot key or store (a symlink in `OUT_DIR`, output that
-//! is not UTF-8, a declared file changed while the script ran, a script
-//! that wrote into its own package) runs the script and stores nothing.
-//! With the switch off nothing here runs: the compile entries and their
-//! keys are the same either way, because the launcher is written only into
-//! `target/`, never into the store.
+//! One build-script run: its key, the lookup of a stored run and its
+//! replay, or the real run and its storing.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
-use std::path::{Component, Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use kache_core::args::{Output, OutputKind};
+use kache_core::args::OutputKind;
 use kache_core::buildscript;
 use kache_core::key::{self, KeyBuilder};
 use kache_core::meta::{EntryMeta, FileRecord, META_VERSION};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
-use super::context::Roots;
-use super::outcome::{Unit, report};
-use super::{declared, linked, lock, lookup, toolchain};
+use super::super::context::Roots;
+use super::super::outcome::{Unit, report};
+use super::super::{declared, linked, lock, lookup, toolchain};
+use super::env::{compiler_var, keyed_env};
+use super::out_dir::{break_links, confined, walk_out_dir};
+use super::process::{Ran, tee_run};
+use super::{DECLARED, MANIFEST, RUN_KIND, exec, exec_unshared, recorded_form};
 use crate::config::Config;
 use crate::daemon::client::Link;
 use crate::events::Outcome;
 use crate::store::{HashCache, Store};
 
-/// The switch (`0` turns it off; on by default, see
-/// [`Config::cache_build_scripts`]).
-pub const FLAG: &str = "KACHE_CACHE_BUILD_SCRIPTS";
-
-/// The subcommand the launcher calls (`argv[1]`).
-pub const SUBCOMMAND: &str = "build-script-run";
-
-/// Appended to the real script's file name.
-const REAL_SUFFIX: &str = ".kache-real";
-
-/// The launcher's second line, which marks a file as ours.
-const LAUNCHER_MARK: &str = "# kache build-script launcher";
-
-/// The `crate_types` of a run entry: runs are their own kind.
-pub const RUN_KIND: &str = "build-script-run";
-
-/// The entry file holding the `OUT_DIR` manifest.
-const MANIFEST: &str = "manifest";
-
-/// `env_deps` names of the declarations a run entry was keyed by.
-pub const DECLARED: &str = "build-script declared #";
-
-/// Most files an `OUT_DIR` may hold and still be stored.
-const MAX_FILES: usize = 20_000;
-
-/// After the wrapper wrote (compiled or restored) a build script's
-/// executable into `out_dir`: replaces each linked executable among
-/// `outputs` with a launcher, the real binary beside it. Does nothing with
-/// the switch off or for any other crate. A failure leaves the real binary
-/// where it was (the script then runs uncached) and never fails the build.
-pub fn install_launchers(config: &Config, crate_name: &str, out_dir: &Path, outputs: &[Output]) {
-    // Cargo compiles a build script into `<profile>/build/<pkg>-<hash>/`;
-    // any other place (another layout, a user's crate of that name) is
-    // left alone.
-    let in_build_dir = out_dir
-        .parent()
-        .and_then(Path::file_name)
-        .is_some_and(|name| name == "build");
-    if !config.cache_build_scripts || !crate_name.starts_with("build_script_") || !in_build_dir {
-        return;
-    }
-    for output in outputs
-        .iter()
-        .filter(|o| o.kind == OutputKind::LinkedExecutable)
-    {
-        let path = out_dir.join(&output.name);
-        if let Err(err) = install_launcher(&path) {
-            warn!(path = %path.display(), "build-script launcher not installed: {err:#}");
-        }
-    }
-}
-
-fn install_launcher(path: &Path) -> Result<()> {
-    let real = real_path(path);
-    let kache = std::env::current_exe().context("finding the kache binary")?;
-    // Rename keeps the inode: a real binary restored as a link to its blob
-    // stays one, and nothing is written through it.
-    std::fs::rename(path, &real).with_context(|| format!("moving {} aside", path.display()))?;
-    let written = (|| -> Result<()> {
-        let hash = hash_file(&real)?;
-        let name = real
-            .file_name()
-            .context("the script has no file name")?
-            .to_string_lossy()
-            .to_string();
-        let text = launcher_text(&kache, &real, &name, &hash);
-        let temp = path.with_file_name(format!("{name}.kache-tmp"));
-        std::fs::write(&temp, text)?;
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755))?;
-        std::fs::rename(&temp, path)?;
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = std::fs::rename(&real, path);
-    }
-    written
-}
-
-/// How an entry records one declaration line of [`declared::describe`]:
-/// as it is, but a declared variable's value (`env NAME=value`) as its
-/// digest, like an `env!` value ([`lookup::env_digest`]): a script may
-/// declare a token, and the entry sits in the index and the bucket. The
-/// digest proves a replay as well as the value would, and `why-miss` can
-/// still name the variable.
-pub fn recorded_form(line: &str) -> String {
-    if let Some(rest) = line.strip_prefix("env ")
-        && let Some((name, value)) = rest.split_once('=')
-    {
-        return format!("env {name}={}", lookup::env_digest(name, value));
-    }
-    line.to_string()
-}
-
-/// `<path>.kache-real`.
-fn real_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(REAL_SUFFIX);
-    PathBuf::from(name)
-}
-
-/// The launcher: finds the real script beside itself (cargo runs it through
-/// a hard link in the same directory), else at the path it was written
-/// for, and hands it to kache; without kache it runs the script directly.
-fn launcher_text(kache: &Path, real: &Path, real_name: &str, hash: &str) -> String {
-    let q = |p: &Path| shell_quote(&p.to_string_lossy());
-    format!(
-        "#!/bin/sh\n{LAUNCHER_MARK} ({FLAG}); see ARCHITECTURE.md.\n\
-         r=\"$(dirname -- \"$0\")\"/{name}\n\
-         [ -f \"$r\" ] || r={real}\n\
-         k={kache}\n\
-         [ -x \"$k\" ] && exec \"$k\" {SUBCOMMAND} \"$r\" {hash} -- \"$@\"\n\
-         exec \"$r\" \"$@\"\n",
-        name = shell_quote(real_name),
-        real = q(real),
-        kache = q(kache),
-    )
-}
-
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "'\\''"))
-}
-
-/// blake3 hex of a file's content.
-fn hash_file(path: &Path) -> Result<String> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = blake3::Hasher::new();
-    std::io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", path.display()))?;
-    Ok(hasher.finalize().to_hex().to_string())
-}
-
-/// `kache build-script-run <real> <hash> -- <args…>`: runs, or replays, one
-/// build-script run (see the module documentation). Returns the exit code.
-pub fn launch(args: Vec<OsString>) -> i32 {
-    let (real, hash, script_args) = match args.as_slice() {
-        [real, hash, sep, rest @ ..] if sep == "--" => {
-            (PathBuf::from(real), hash.to_string_lossy(), rest.to_vec())
-        }
-        _ => {
-            eprintln!("kache: usage: kache {SUBCOMMAND} <script> <blake3> -- <args…>");
-            return 2;
-        }
-    };
-    match hash_file(&real) {
-        Ok(actual) if actual == hash => {}
-        Ok(_) => {
-            eprintln!(
-                "kache: {} is not the build script its launcher was written for; \
-                 run `cargo clean` for this package",
-                real.display()
-            );
-            return 101;
-        }
-        Err(err) => {
-            eprintln!("kache: {err:#}");
-            return 101;
-        }
-    }
-    let config = match Config::load() {
-        Ok(config) if !config.disabled && config.cache_build_scripts => config,
-        // An OUT_DIR restored while the flag was on shares inodes with
-        // the store; the script must not write through them.
-        _ => return exec_unshared(&real, &script_args),
-    };
-    crate::logging::init_for_wrapper();
-    let started = Instant::now();
-    let mut run = match RunSession::open(&config, &real, &hash, &script_args) {
-        Ok(run) => run,
-        Err(err) => {
-            debug!("build-script run not cached: {err:#}");
-            return exec_unshared(&real, &script_args);
-        }
-    };
-    run.started = started;
-    run.run()
-}
-
-/// Becomes the real script once no file of `OUT_DIR` shares its inode
-/// with a blob (an earlier run stored or restored them as links: a script
-/// rewriting one in place would change the blob, and every other checkout
-/// linked to it). A file that can be neither copied nor removed is left
-/// (the cache never fails a build; a restore re-hashes every blob). Returns
-/// only if the exec fails.
-fn exec_unshared(real: &Path, args: &[OsString]) -> i32 {
-    if let Some(out_dir) = std::env::var_os("OUT_DIR")
-        && let Err(err) = break_links(Path::new(&out_dir))
-    {
-        warn!(out_dir = %Path::new(&out_dir).display(), "cannot unshare OUT_DIR: {err:#}");
-    }
-    exec(real, args)
-}
-
-/// Becomes the real script; returns only if that fails.
-fn exec(real: &Path, args: &[OsString]) -> i32 {
-    let err = Command::new(real).args(args).exec();
-    eprintln!("kache: cannot run {}: {err}", real.display());
-    101
-}
-
 /// Where each `OUT_DIR` file of a run entry goes.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-struct Manifest {
+pub(super) struct Manifest {
     /// Directories to create, relative to `OUT_DIR`, parents first.
     dirs: Vec<String>,
     /// `(relative path, entry file name)`.
@@ -266,7 +37,7 @@ struct Manifest {
 }
 
 /// One build-script run in progress.
-struct RunSession<'a> {
+pub(super) struct RunSession<'a> {
     config: &'a Config,
     real: PathBuf,
     script_hash: String,
@@ -288,7 +59,15 @@ struct RunSession<'a> {
 }
 
 impl<'a> RunSession<'a> {
-    fn open(config: &'a Config, real: &Path, hash: &str, args: &[OsString]) -> Result<Self> {
+    /// A session for the run cargo asked for (`OUT_DIR` and the package
+    /// from its environment), timed from `started`.
+    pub(super) fn open(
+        config: &'a Config,
+        real: &Path,
+        hash: &str,
+        args: &[OsString],
+        started: Instant,
+    ) -> Result<Self> {
         let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR is not set")?);
         anyhow::ensure!(out_dir.is_absolute(), "OUT_DIR is not absolute");
         let cwd = std::env::current_dir().context("reading the current directory")?;
@@ -313,14 +92,16 @@ impl<'a> RunSession<'a> {
             store,
             roots,
             hasher: HashCache::default(),
-            started: Instant::now(),
+            started,
             link: Link::for_config(config),
             hit_source: "local".to_string(),
             package_before: String::new(),
         })
     }
 
-    fn run(&mut self) -> i32 {
+    /// Replays a stored run, or runs the script and stores it; the exit
+    /// code for cargo.
+    pub(super) fn run(&mut self) -> i32 {
         let builder = match self.pre_key() {
             Ok(builder) => builder,
             Err(err) => {
@@ -791,264 +572,6 @@ impl<'a> RunSession<'a> {
             bytes,
             run_ms,
             reason,
-        );
-    }
-}
-
-/// What cargo passes a build script that can change what it produces, by
-/// name, sorted: every `CARGO_*` variable (features, `CARGO_CFG_*`,
-/// `CARGO_ENCODED_RUSTFLAGS`, the package's metadata and paths) but the
-/// jobserver's `CARGO_MAKEFLAGS` and cargo's terminal, network, registry
-/// and parallelism settings, and `TARGET`, `HOST`, `PROFILE`,
-/// `OPT_LEVEL`, `DEBUG`, `OUT_DIR`, `RUSTC`, `RUSTDOC`, `RUSTC_LINKER`,
-/// `RUSTC_WORKSPACE_WRAPPER`, `RUSTC_BOOTSTRAP`. Not keyed: `NUM_JOBS`
-/// (parallelism, not content) and `RUSTC_WRAPPER` (kache itself). Paths
-/// are normalised by the caller.
-pub fn keyed_env() -> Vec<(String, String)> {
-    keyed_env_of(std::env::vars())
-}
-
-/// [`keyed_env`] of the variables `vars`.
-fn keyed_env_of(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
-    const NAMES: &[&str] = &[
-        "TARGET",
-        "HOST",
-        "PROFILE",
-        "OPT_LEVEL",
-        "DEBUG",
-        "OUT_DIR",
-        "RUSTC",
-        "RUSTDOC",
-        "RUSTC_LINKER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "RUSTC_BOOTSTRAP",
-    ];
-    // cargo's own settings that cannot change what a script produces: the
-    // jobserver, parallelism, the terminal, the network and registries
-    // (whose tokens have no business in a key).
-    const NOT_KEYED: &[&str] = &[
-        "CARGO_MAKEFLAGS",
-        "CARGO_BUILD_JOBS",
-        "CARGO_TERM_",
-        "CARGO_HTTP_",
-        "CARGO_NET_",
-        "CARGO_REGISTRY_",
-        "CARGO_REGISTRIES_",
-    ];
-    let mut vars: Vec<(String, String)> = vars
-        .filter(|(name, _)| {
-            (name.starts_with("CARGO_") && !NOT_KEYED.iter().any(|p| name.starts_with(p)))
-                || NAMES.contains(&name.as_str())
-        })
-        .collect();
-    vars.sort();
-    vars
-}
-
-/// The compiler variable the `cc` crate would read first for `name`
-/// (`CC_<target>`, `CC_<target_with_underscores>`, `TARGET_CC`, `CC`).
-fn compiler_var(name: &str, target: &str) -> Option<String> {
-    [
-        format!("{name}_{target}"),
-        format!("{name}_{}", target.replace('-', "_")),
-        format!("TARGET_{name}"),
-        name.to_string(),
-    ]
-    .iter()
-    .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
-}
-
-/// A manifest path as a relative path that stays inside `OUT_DIR`.
-fn confined(rel: &str) -> Result<PathBuf> {
-    let path = Path::new(rel);
-    if rel.is_empty()
-        || path
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_)))
-    {
-        bail!("{rel:?} is not a path inside OUT_DIR");
-    }
-    Ok(path.to_path_buf())
-}
-
-/// Every regular file below `dir` by relative path, and every directory.
-/// A symlink or special file makes the run unstorable.
-fn walk_out_dir(
-    dir: &Path,
-    rel: &Path,
-    files: &mut Vec<String>,
-    dirs: &mut Vec<String>,
-    depth: usize,
-) -> Result<()> {
-    anyhow::ensure!(depth < 64, "{} is nested too deeply", dir.display());
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && depth == 0 => return Ok(()),
-        Err(err) => return Err(err).with_context(|| format!("listing {}", dir.display())),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = rel.join(entry.file_name());
-        let text = name
-            .to_str()
-            .with_context(|| format!("{} is not UTF-8", name.display()))?
-            .to_string();
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            dirs.push(text);
-            walk_out_dir(&entry.path(), &name, files, dirs, depth + 1)?;
-        } else if kind.is_file() {
-            files.push(text);
-            anyhow::ensure!(files.len() <= MAX_FILES, "OUT_DIR holds too many files");
-        } else {
-            bail!("OUT_DIR holds {text}, which is not a regular file or directory");
-        }
-    }
-    Ok(())
-}
-
-/// Replaces every file below `dir` that shares its inode (a hard link to a
-/// blob, from a store or restore of a kache that still linked them) with a private copy, or removes
-/// it when no copy can be made. An error means a shared file is left.
-fn break_links(dir: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let path = entry.path();
-        if kind.is_dir() {
-            break_links(&path)?;
-        } else if kind.is_file() && entry.metadata()?.nlink() > 1 {
-            let mut temp = path.as_os_str().to_owned();
-            temp.push(".kache-unshare");
-            let temp = PathBuf::from(temp);
-            let copied = (|| -> std::io::Result<()> {
-                std::fs::copy(&path, &temp)?;
-                let mode = std::fs::metadata(&temp)?.mode() & 0o777;
-                std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode | 0o600))?;
-                std::fs::rename(&temp, &path)
-            })();
-            if copied.is_err() {
-                // No room for a copy (a full disk): the file goes, as after
-                // `cargo clean`, rather than stay writable through to a blob.
-                let _ = std::fs::remove_file(&temp);
-                std::fs::remove_file(&path)
-                    .with_context(|| format!("unsharing {}", path.display()))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A finished run of the real script.
-struct Ran {
-    code: i32,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    elapsed_ms: u64,
-}
-
-/// Runs `real`, passing its stdout and stderr through as they come and
-/// keeping a copy of each.
-fn tee_run(real: &Path, args: &[OsString]) -> Result<Ran> {
-    let started = Instant::now();
-    let mut child = Command::new(real)
-        .args(args)
-        .stdin(Stdio::inherit())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", real.display()))?;
-    let out = child.stdout.take().context("no stdout pipe")?;
-    let err = child.stderr.take().context("no stderr pipe")?;
-    let out_thread = std::thread::spawn(move || tee(out, std::io::stdout()));
-    let err_thread = std::thread::spawn(move || tee(err, std::io::stderr()));
-    let status = child.wait().context("waiting for the build script")?;
-    let stdout = out_thread.join().unwrap_or_default();
-    let stderr = err_thread.join().unwrap_or_default();
-    let code = status.code().unwrap_or(101);
-    Ok(Ran {
-        code,
-        stdout,
-        stderr,
-        elapsed_ms: started.elapsed().as_millis() as u64,
-    })
-}
-
-fn tee(mut from: impl Read, mut to: impl Write) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                kept.extend_from_slice(&buf[..n]);
-                let _ = to.write_all(&buf[..n]);
-                let _ = to.flush();
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-    kept
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifest_paths_must_stay_inside_out_dir() {
-        assert!(confined("gen/a.rs").is_ok());
-        for bad in ["", "../x", "/etc/passwd", "a/../../b", "./a"] {
-            assert!(confined(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn the_launcher_quotes_paths_and_names_the_hash() {
-        let text = launcher_text(
-            Path::new("/opt/k'ache/kache"),
-            Path::new("/t/build/x-1/build_script_build-1.kache-real"),
-            "build_script_build-1.kache-real",
-            "abc",
-        );
-        assert!(text.starts_with("#!/bin/sh\n"));
-        assert!(text.contains("k='/opt/k'\\''ache/kache'"));
-        assert!(text.contains("build-script-run \"$r\" abc --"));
-    }
-
-    #[test]
-    fn a_run_is_keyed_by_what_cargo_passes_but_not_the_jobserver() {
-        let vars = [
-            ("CARGO_MAKEFLAGS", "-j --jobserver-fds=3,4"),
-            ("CARGO_TERM_COLOR", "always"),
-            ("CARGO_REGISTRY_TOKEN", "secret"),
-            ("CARGO_FEATURE_EXTRA", "1"),
-            ("CARGO_CFG_TARGET_OS", "linux"),
-            ("CARGO_ENCODED_RUSTFLAGS", ""),
-            ("NUM_JOBS", "2"),
-            ("RUSTC_WRAPPER", "/usr/bin/kache"),
-            ("TARGET", "x86_64-unknown-linux-gnu"),
-            ("PROFILE", "debug"),
-            ("PATH", "/usr/bin"),
-        ]
-        .map(|(n, v)| (n.to_string(), v.to_string()));
-        let names: Vec<String> = keyed_env_of(vars.into_iter())
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "CARGO_CFG_TARGET_OS",
-                "CARGO_ENCODED_RUSTFLAGS",
-                "CARGO_FEATURE_EXTRA",
-                "PROFILE",
-                "TARGET"
-            ]
         );
     }
 }
