@@ -44,8 +44,8 @@ fn the_editor_saves_a_change_keeps_the_rest_refuses_bad_values_and_shows_env_loc
     term.keys(&["Enter"]);
     term.wait_for("max_size set", 10);
 
-    // The locked field cannot be edited.
-    for _ in 0..5 {
+    // The locked field cannot be edited (the bucket, six rows below).
+    for _ in 0..6 {
         term.keys(&["Down"]);
     }
     term.keys(&["Enter"]);

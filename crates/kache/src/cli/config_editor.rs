@@ -105,6 +105,13 @@ const FIELDS: &[Field] = &[
     field(
         "local cache",
         CACHE,
+        "cache_build_scripts",
+        Some("KACHE_CACHE_BUILD_SCRIPTS"),
+        Kind::Bool,
+    ),
+    field(
+        "local cache",
+        CACHE,
         "progress",
         Some("KACHE_PROGRESS"),
         Kind::Choice(&["off", "hits", "all"]),
