@@ -726,3 +726,163 @@ fn a_script_run_without_kache_never_writes_through_to_a_blob() {
     assert!(program_output(&pair.kache, "debug").starts_with("value=second"));
     pair.world.assert_store_verifies();
 }
+
+/// `bs-undeclared`'s script replaced by one that logs its run, reads
+/// `reads` (relative to the package) into `NOTES` and prints `extra`.
+fn undeclared_script(reads: &[&str], extra: &str) -> String {
+    let reads: Vec<String> = reads.iter().map(|r| format!("{r:?}")).collect();
+    format!(
+        r#"use std::io::Write;
+use std::path::Path;
+fn main() {{
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let out = std::env::var("OUT_DIR").unwrap();
+    let log = Path::new(&manifest).join("../runs-bs-undeclared.log");
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    writeln!(file, "ran").unwrap();
+    let mut notes = String::new();
+    for read in [{reads}] {{
+        notes += std::fs::read_to_string(Path::new(&manifest).join(read)).unwrap().trim();
+        notes += " ";
+    }}
+    std::fs::write(Path::new(&out).join("notes.rs"), format!("pub const NOTES: &str = {{:?}};\n", notes)).unwrap();
+    {extra}
+}}
+"#,
+        reads = reads.join(", ")
+    )
+}
+
+/// The reason the newest event of `unit` in `run` gives, if any.
+fn reason_of(run: &Run, unit: &str) -> String {
+    run.events
+        .iter()
+        .rev()
+        .find(|e| e["crate_name"] == unit)
+        .and_then(|e| e["reason"].as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_script_cargo_always_reruns_or_that_reads_the_repository_is_never_replayed() {
+    let pair = Pair::new();
+    // `rerun-if-changed=NULL`: a path that does not exist, which cargo
+    // reruns on every build. The input lies outside the package.
+    pair.write("shared.txt", "one");
+    pair.write(
+        "undeclared/build.rs",
+        &undeclared_script(
+            &["../shared.txt"],
+            r#"println!("cargo:rerun-if-changed=NULL");"#,
+        ),
+    );
+    let first = pair.step(&[], &[FLAG]);
+    assert_eq!(first.kache_ran.1, 1);
+    assert!(
+        reason_of(&first.run, UNDECLARED_RUN).contains("NULL, which does not exist"),
+        "{:?}",
+        first.run.outcomes()
+    );
+    pair.write("shared.txt", "two");
+    let step = pair.step(&[], &[FLAG]);
+    assert_eq!(step.plain_ran.1, 1, "cargo reruns it");
+    assert_eq!(step.kache_ran.1, 1, "and so does kache: nothing was stored");
+    assert!(program_output(&pair.kache, "debug").contains("notes=two"));
+
+    // A script that declares a file of the repository (as vergen does).
+    for dir in [&pair.kache, &pair.plain] {
+        std::fs::create_dir_all(dir.join(".git")).expect("mkdir");
+    }
+    pair.write(".git/HEAD", "ref: refs/heads/main\n");
+    pair.write(
+        "undeclared/build.rs",
+        &undeclared_script(
+            &["../.git/HEAD"],
+            r#"println!("cargo:rerun-if-changed=../.git/HEAD");"#,
+        ),
+    );
+    let step = pair.step(&[], &[FLAG]);
+    assert_eq!(step.kache_ran.1, 1);
+    assert!(
+        reason_of(&step.run, UNDECLARED_RUN).contains("reads the repository"),
+        "{:?}",
+        step.run.outcomes()
+    );
+    pair.clean();
+    let step = pair.step(&[], &[FLAG]);
+    assert_eq!(
+        step.kache_ran.1, 1,
+        "executed after a clean, never replayed"
+    );
+}
+
+#[test]
+fn a_hidden_file_or_a_symlinked_input_of_the_package_reruns_a_script_that_declares_nothing() {
+    let pair = Pair::new();
+    pair.write("undeclared/.env", "API=one");
+    pair.write("shared.proto", "message A {}");
+    for dir in [&pair.kache, &pair.plain] {
+        std::os::unix::fs::symlink("../shared.proto", dir.join("undeclared/api.proto"))
+            .expect("symlink");
+    }
+    pair.write(
+        "undeclared/build.rs",
+        &undeclared_script(&[".env", "api.proto"], ""),
+    );
+    let first = pair.step(&[], &[FLAG]);
+    assert_eq!(first.kache_ran.1, 1);
+    // A tracked dotfile: cargo's package list holds it, so a clean reruns
+    // the script and kache must not replay the old run.
+    pair.write("undeclared/.env", "API=two");
+    pair.clean();
+    let step = pair.step(&[], &[FLAG]);
+    assert_eq!(step.kache_ran.1, 1, ".env");
+    assert!(program_output(&pair.kache, "debug").contains("API=two"));
+    // The target of a symlink in the package (a shared proto folder).
+    pair.write("shared.proto", "message A { int32 b = 1; }");
+    let step = pair.step(&[], &[FLAG]);
+    assert_eq!((step.plain_ran.1, step.kache_ran.1), (1, 1), "symlinked");
+    pair.clean();
+    let step = pair.step(&[], &[FLAG]);
+    assert_eq!(step.kache_ran.1, 0, "replayed once nothing changed");
+    assert!(program_output(&pair.kache, "debug").contains("int32 b"));
+}
+
+#[test]
+fn a_script_that_links_a_crate_recording_the_build_is_never_cached() {
+    let pair = Pair::new();
+    // A build-dependency named as the `built` crate (which bakes the job
+    // count and CI variables into the program).
+    std::fs::create_dir_all(pair.kache.join("built/src")).expect("mkdir");
+    std::fs::create_dir_all(pair.plain.join("built/src")).expect("mkdir");
+    pair.write(
+        "built/Cargo.toml",
+        "[package]\nname = \"built\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n",
+    );
+    pair.write("built/src/lib.rs", "pub fn write() {}\n");
+    pair.edit(
+        "undeclared/Cargo.toml",
+        "publish = false",
+        "publish = false\n\n[build-dependencies]\nbuilt = { path = \"../built\" }",
+    );
+    pair.edit(
+        "Cargo.toml",
+        "\"undeclared\"]",
+        "\"undeclared\", \"built\"]",
+    );
+    let first = pair.step(&[], &[FLAG]);
+    assert_eq!(first.kache_ran.1, 1);
+    assert!(
+        reason_of(&first.run, UNDECLARED_RUN)
+            .contains("records the repository or the build (built)"),
+        "{:?}",
+        first.run.outcomes()
+    );
+    pair.clean();
+    let step = pair.step(&[], &[FLAG]);
+    assert_eq!(
+        step.kache_ran,
+        (0, 1),
+        "bs-app replayed, bs-undeclared executed"
+    );
+}

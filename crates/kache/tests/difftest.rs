@@ -879,6 +879,34 @@ fn a_second_checkout_never_reruns_the_first_ones_build_script() {
     }
 }
 
+/// Nor may it make cargo in the first checkout rebuild anything: a
+/// restored rlib linked to a blob the first checkout links too got a fresh
+/// mtime there, so its dependents looked stale and `cdep`'s build script
+/// (it has `cc` as a build-dependency) ran again, picking up an edit that
+/// kept its mtime, which plain cargo never sees (seed 919's sequence, and
+/// the same through a build-script run).
+#[test]
+fn a_second_checkout_leaves_the_first_ones_dependencies_untouched() {
+    for (scripts, edit) in [
+        (false, "keep-mtime-edit plug/src/lib.rs=103"),
+        (true, "keep-mtime-edit cdep/csrc/val.c=104"),
+    ] {
+        let steps: Vec<Step> = [
+            "cargo build",
+            edit,
+            "second-checkout cargo build",
+            "cargo build",
+        ]
+        .iter()
+        .map(|s| Step::parse(s).expect("a step"))
+        .collect();
+        let (divergence, counts) = run_sequence(1, &steps, scripts);
+        if let Some(d) = divergence {
+            panic!("{edit}: step {}: {} ({counts})", d.step, d.text);
+        }
+    }
+}
+
 #[test]
 fn steps_print_as_they_parse() {
     for seed in 0..50 {

@@ -2,7 +2,9 @@
 //! immutable outputs, else copy.
 //!
 //! A hardlink shares the blob's inode, so it is only used for outputs nothing
-//! rewrites in place (rustc and cargo replace `.rlib`/`.rmeta` by rename).
+//! rewrites in place (rustc and cargo replace `.rlib`/`.rmeta` by rename),
+//! and only while no other checkout links the same blob (a restore's fresh
+//! mtime would reach that checkout's file too).
 //! Executables, dylibs and proc-macros are copied unless a reflink (a
 //! copy-on-write clone) is possible, so a later write never reaches a blob.
 
@@ -44,14 +46,18 @@ impl Store {
             return Ok(RestoreMethod::Reflink);
         }
         // A link shares the blob's mode: an executable links only to a blob
-        // that has the executable bit. A linked executable (a build script,
-        // a proc-macro) is linked only while no other checkout shares the
-        // inode: the fresh mtime a restore gives it would reach that
-        // checkout too, and its cargo would rerun the build script there
-        // although nothing changed for it (a script reading an undeclared
-        // input then gives what plain cargo would not).
-        let shared_elsewhere = executable
-            && fs::metadata(&blob).is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 1);
+        // that has the executable bit. Any file is linked only while no
+        // other checkout shares the inode (the store's own link is the
+        // only one): the fresh mtime a restore gives it would reach that
+        // checkout's file too, and its cargo would then see a dependency
+        // newer than its dependents (`StaleDependency`) and rebuild them,
+        // rerunning the build scripts of packages with build-dependencies
+        // although nothing changed for it; a script reading an undeclared
+        // input, or an edit that kept its mtime, then gives what plain
+        // cargo would not. The same checkout after `cargo clean` (its old
+        // links gone) still links.
+        let shared_elsewhere =
+            fs::metadata(&blob).is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) > 1);
         if hardlink_ok
             && !shared_elsewhere
             && self.blob_linkable(hash, executable)

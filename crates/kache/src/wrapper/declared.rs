@@ -149,11 +149,16 @@ pub(super) fn describe(
 /// passes through: a tree that large cannot be keyed on every call).
 const PACKAGE_ENTRIES: usize = 20_000;
 
-/// Which files of a tree are keyed: a declared folder is read whole
-/// (symlinked folders followed: what a macro reads through them counts); a
-/// package as cargo's default build-script rule watches it, every file but
-/// `target/` and hidden entries (`.git`), which cargo's package file list
-/// leaves out too, at most [`PACKAGE_ENTRIES`] of them.
+/// Which files of a tree are keyed: a declared folder is read whole; a
+/// package as cargo's default build-script rule watches it, every file
+/// but `target/` at its root, `.git` and hidden folders (`.venv`,
+/// `.direnv`, editor state), at most [`PACKAGE_ENTRIES`] of them. Hidden
+/// *files* count (a tracked `.env` a script reads): cargo's package list
+/// holds them. In both, a symlink is followed, as cargo follows it when it
+/// checks a file's mtime (a `proto/api.proto` linked to a shared folder
+/// changes with its target); a link to a folder inside the tree itself is
+/// keyed by its target only, its files being keyed where they are (and a
+/// loop never walked).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Scope {
     Declared,
@@ -261,12 +266,16 @@ pub(super) fn package_state(
 /// `tree:<blake3>` over every keyed entry below `root` (see [`Scope`]).
 fn tree_state(root: &Path, scope: Scope, store: &Store, hasher: &mut HashCache) -> Result<String> {
     let mut listing = Vec::new();
-    walk(root, Path::new(""), scope, store, hasher, &mut listing, 0)?;
+    let tree = Tree {
+        canonical: std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
+        scope,
+    };
+    walk(&tree, root, Path::new(""), store, hasher, &mut listing, 0)?;
     listing.sort();
     let mut tree = blake3::Hasher::new();
     tree.update(match scope {
-        Scope::Declared => b"kache-tree-v1\0".as_slice(),
-        Scope::Package => b"kache-package-v1\0".as_slice(),
+        Scope::Declared => b"kache-tree-v2\0".as_slice(),
+        Scope::Package => b"kache-package-v2\0".as_slice(),
     });
     for (name, hash) in &listing {
         tree.update(&(name.len() as u64).to_le_bytes());
@@ -276,26 +285,42 @@ fn tree_state(root: &Path, scope: Scope, store: &Store, hasher: &mut HashCache) 
     Ok(format!("tree:{}", tree.finalize().to_hex()))
 }
 
-/// Every entry below `dir` that `scope` keys, by relative name: files with
-/// their hash, directories (so an empty new one counts) and symlinks by
-/// target.
+/// The tree a [`walk`] keys.
+struct Tree {
+    /// Its root, symlinks resolved: a link to a folder below it is not
+    /// walked again.
+    canonical: PathBuf,
+    scope: Scope,
+}
+
+/// Every entry below `dir` that the tree's scope keys, by relative name:
+/// files with their hash, directories (so an empty new one counts) and
+/// symlinks by target and what they point to (see [`Scope`]).
 fn walk(
+    tree: &Tree,
     dir: &Path,
     rel: &Path,
-    scope: Scope,
     store: &Store,
     hasher: &mut HashCache,
     out: &mut Vec<(String, String)>,
     depth: usize,
 ) -> Result<()> {
-    // A symlink loop, or a tree too deep to be an input folder.
+    // A symlink loop through an outside folder, or a tree too deep to be
+    // an input folder.
     anyhow::ensure!(depth < 64, "{} is nested too deeply", dir.display());
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let file_name = entry.file_name();
-        if scope == Scope::Package {
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        if tree.scope == Scope::Package {
             let text_name = file_name.to_string_lossy();
-            if text_name.starts_with('.') || (rel.as_os_str().is_empty() && text_name == "target") {
+            let hidden_dir = text_name.starts_with('.')
+                && (kind.is_dir() || (kind.is_symlink() && path.is_dir()));
+            if text_name == ".git"
+                || hidden_dir
+                || (rel.as_os_str().is_empty() && text_name == "target")
+            {
                 continue;
             }
             anyhow::ensure!(
@@ -305,26 +330,26 @@ fn walk(
             );
         }
         let name = rel.join(&file_name);
-        let kind = entry.file_type()?;
-        let path = entry.path();
         let text = name.to_string_lossy().to_string();
         if kind.is_dir() {
             out.push((text, "dir".to_string()));
-            walk(&path, &name, scope, store, hasher, out, depth + 1)?;
-        } else if scope == Scope::Package && !kind.is_file() {
-            let target = std::fs::read_link(&path).unwrap_or_default();
-            out.push((text, format!("link:{}", target.to_string_lossy())));
+            walk(tree, &path, &name, store, hasher, out, depth + 1)?;
         } else if kind.is_symlink() {
             let target = std::fs::read_link(&path)?;
             let state = match std::fs::metadata(&path) {
                 Ok(meta) if meta.is_file() => hasher.hash(store, &path)?.hash,
-                Ok(meta) if meta.is_dir() => "dir".to_string(),
-                _ => "other".to_string(),
+                Ok(meta) if meta.is_dir() => {
+                    let inside = std::fs::canonicalize(&path)
+                        .is_ok_and(|real| real.starts_with(&tree.canonical));
+                    if inside { "dir inside" } else { "dir" }.to_string()
+                }
+                Ok(_) => "special".to_string(),
+                Err(_) => "dangling".to_string(),
             };
-            let is_dir = state == "dir";
+            let walk_it = state == "dir";
             out.push((text, format!("link:{}:{state}", target.to_string_lossy())));
-            if is_dir {
-                walk(&path, &name, scope, store, hasher, out, depth + 1)?;
+            if walk_it {
+                walk(tree, &path, &name, store, hasher, out, depth + 1)?;
             }
         } else if kind.is_file() {
             out.push((text, hasher.hash(store, &path)?.hash));

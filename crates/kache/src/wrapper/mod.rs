@@ -175,12 +175,7 @@ pub fn run(compiler: OsString, args: Vec<OsString>) -> i32 {
     if code == 0 {
         // A build script's executable becomes a launcher that caches its
         // runs (unless KACHE_CACHE_BUILD_SCRIPTS=0); nothing else changes.
-        build_run::install_launchers(
-            &config,
-            &invocation.crate_name,
-            &session.out_dir,
-            &session.outputs,
-        );
+        build_run::install_launchers(&config, &invocation, &session.out_dir, &session.outputs);
     }
     code
 }

@@ -49,7 +49,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use kache_core::args::{Output, OutputKind};
+use kache_core::args::{Extern, Invocation, Output, OutputKind};
 use tracing::{debug, warn};
 
 use super::lookup;
@@ -80,12 +80,46 @@ pub const DECLARED: &str = "build-script declared #";
 /// Most files an `OUT_DIR` may hold and still be stored.
 const MAX_FILES: usize = 20_000;
 
+/// Build-dependencies whose purpose is to record the build itself: the
+/// repository's commit, tags and dirty state (`git2`, `gix`, `vergen*`,
+/// `shadow-rs`), or the environment and job count (`built`, `build-data`).
+/// None of that is in cargo's rules (`cargo clean` would see a new
+/// commit, a replay would not), so a script linking one is never cached.
+const RECORDS_THE_BUILD: &[&str] = &[
+    "git2",
+    "gix",
+    "shadow_rs",
+    "built",
+    "build_data",
+    "build_info_build",
+    "git_testament",
+];
+
+/// Why a script whose build-dependencies are `externs` must run every
+/// time, if one of them records the build (see [`RECORDS_THE_BUILD`]).
+fn records_the_build(externs: &[Extern]) -> Option<String> {
+    externs.iter().find_map(|e| {
+        let name = e.name.rsplit(':').next().unwrap_or(&e.name);
+        (RECORDS_THE_BUILD.contains(&name) || name.starts_with("vergen")).then(|| {
+            format!("build script records the repository or the build ({name}): not cached")
+        })
+    })
+}
+
 /// After the wrapper wrote (compiled or restored) a build script's
 /// executable into `out_dir`: replaces each linked executable among
 /// `outputs` with a launcher, the real binary beside it. Does nothing with
-/// the switch off or for any other crate. A failure leaves the real binary
-/// where it was (the script then runs uncached) and never fails the build.
-pub fn install_launchers(config: &Config, crate_name: &str, out_dir: &Path, outputs: &[Output]) {
+/// the switch off or for any other crate, and for a script that records
+/// the build ([`RECORDS_THE_BUILD`]: that is said once, as a passthrough
+/// of its run). A failure leaves the real binary where it was (the script
+/// then runs uncached) and never fails the build.
+pub fn install_launchers(
+    config: &Config,
+    invocation: &Invocation,
+    out_dir: &Path,
+    outputs: &[Output],
+) {
+    let crate_name = &invocation.crate_name;
     // Cargo compiles a build script into `<profile>/build/<pkg>-<hash>/`;
     // any other place (another layout, a user's crate of that name) is
     // left alone.
@@ -94,6 +128,12 @@ pub fn install_launchers(config: &Config, crate_name: &str, out_dir: &Path, outp
         .and_then(Path::file_name)
         .is_some_and(|name| name == "build");
     if !config.cache_build_scripts || !crate_name.starts_with("build_script_") || !in_build_dir {
+        return;
+    }
+    if let Some(reason) = records_the_build(&invocation.externs) {
+        let package = std::env::var("CARGO_PKG_NAME").unwrap_or_else(|_| "build-script".into());
+        let unit = format!("{package}:{RUN_KIND}");
+        super::outcome::record_passthrough_of(config, &unit, Instant::now(), &reason);
         return;
     }
     for output in outputs

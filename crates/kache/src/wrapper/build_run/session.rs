@@ -281,6 +281,10 @@ impl<'a> RunSession<'a> {
                 }
             }
             let stdout = self.roots.normalizer.denormalize(&meta.stdout);
+            // An entry stored before these rules (or by another kache).
+            if unreplayable(&buildscript::parse_output(&stdout), &self.package).is_some() {
+                continue;
+            }
             match self.declared_now(&stdout) {
                 Ok(now) if now.iter().map(|line| recorded_form(line)).eq(recorded) => {}
                 _ => continue,
@@ -447,6 +451,9 @@ impl<'a> RunSession<'a> {
         let start_ns = start
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
+        if let Some(why) = unreplayable(&parsed, &self.package) {
+            bail!("{why}");
+        }
         for path in &parsed.changed {
             if let Ok(meta) = std::fs::metadata(self.package.join(path))
                 && meta.is_file()
@@ -574,4 +581,30 @@ impl<'a> RunSession<'a> {
             reason,
         );
     }
+}
+
+/// Why a run that declared `parsed` must execute every time, if it must:
+/// - it declares a path inside `.git` (vergen declares `.git/HEAD` and the
+///   branch's ref): it reads the repository, and a tag, a packed ref or a
+///   dirty tree changes what it prints without any declaration saying so;
+/// - it declares a path that does not exist (`rerun-if-changed=NULL`, the
+///   "always rerun" idiom): cargo reruns such a script on every build, so
+///   a replay would be staler than cargo.
+pub(super) fn unreplayable(parsed: &buildscript::Declared, package: &Path) -> Option<String> {
+    parsed.changed.iter().find_map(|path| {
+        if Path::new(path)
+            .components()
+            .any(|c| c.as_os_str() == ".git")
+        {
+            Some(format!(
+                "it declares {path}: it reads the repository, which a replay cannot follow"
+            ))
+        } else if std::fs::symlink_metadata(package.join(path)).is_err() {
+            Some(format!(
+                "it declares {path}, which does not exist: cargo reruns it on every build"
+            ))
+        } else {
+            None
+        }
+    })
 }
