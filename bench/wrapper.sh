@@ -67,18 +67,23 @@ bench_project() {
     before=$(wc -l < "$KACHE_CACHE_DIR/events.jsonl")
     warm=$(timed cargo build --offline)
     echo "warm after cargo clean:  ${warm}s"
-    local rust_median c_median hits c_hits
+    local rust_median c_median hits c_hits run_median runs
+    # C units are `<package>:<file>`; build-script runs `<package>:build-script-run`.
+    local c_unit='"crate_name":"[^"]*:([^b"][^"]*|b[^u][^"]*)",' run_unit='"crate_name":"[^"]*:build-script-run",'
     rust_median=$(hit_times "$before" '"crate_name":"[^":]*",' | median)
-    c_median=$(hit_times "$before" '"crate_name":"[^"]*:[^"]*",' | median)
+    c_median=$(hit_times "$before" "$c_unit" | median)
+    run_median=$(hit_times "$before" "$run_unit" | median)
     hits=$(hit_times "$before" '"crate_name":"[^":]*",' | wc -l)
-    c_hits=$(hit_times "$before" '"crate_name":"[^"]*:[^"]*",' | wc -l)
+    c_hits=$(hit_times "$before" "$c_unit" | wc -l)
+    runs=$(hit_times "$before" "$run_unit" | wc -l)
     awk -v plain="$plain" -v cold="$cold" -v warm="$warm" -v rm="$rust_median" -v hits="$hits" \
-        -v cm="$c_median" -v chits="$c_hits" -v name="$name" 'BEGIN {
+        -v cm="$c_median" -v chits="$c_hits" -v bm="$run_median" -v runs="$runs" -v name="$name" 'BEGIN {
         printf "\n[%s]\n", name
         printf "%-44s %6.2f  (goal <= 1.05; means of the rounds)\n", "cold-with-kache / cold-plain:", cold / plain
         printf "%-44s %6.2f  (goal <= 0.10 C-heavy, 0.25 Rust)\n", "warm-after-clean / cold-plain:", warm / plain
         printf "%-44s %6s ms over %d hits (goal <= 10)\n", "median wrapper time per rustc hit:", rm, hits
         if (chits > 0) printf "%-44s %6s ms over %d hits (goal <= 5)\n", "median wrapper time per C hit:", cm, chits
+        if (runs > 0) printf "%-44s %6s ms over %d runs\n", "median time per replayed build-script run:", bm, runs
     }'
     unset KACHE_CACHE_DIR RUSTC_WRAPPER
     eval "plain_${name//-/_}=$plain"
