@@ -820,6 +820,10 @@ fn a_script_cargo_always_reruns_or_that_reads_the_repository_is_never_replayed()
 fn a_hidden_file_or_a_symlinked_input_of_the_package_reruns_a_script_that_declares_nothing() {
     let pair = Pair::new();
     pair.write("undeclared/.env", "API=one");
+    for dir in [&pair.kache, &pair.plain] {
+        std::fs::create_dir_all(dir.join("undeclared/.config")).expect("mkdir");
+    }
+    pair.write("undeclared/.config/api.txt", "URL=one");
     pair.write("shared.proto", "message A {}");
     for dir in [&pair.kache, &pair.plain] {
         std::os::unix::fs::symlink("../shared.proto", dir.join("undeclared/api.proto"))
@@ -827,7 +831,7 @@ fn a_hidden_file_or_a_symlinked_input_of_the_package_reruns_a_script_that_declar
     }
     pair.write(
         "undeclared/build.rs",
-        &undeclared_script(&[".env", "api.proto"], ""),
+        &undeclared_script(&[".env", ".config/api.txt", "api.proto"], ""),
     );
     let first = pair.step(&[], &[FLAG]);
     assert_eq!(first.kache_ran.1, 1);
@@ -838,6 +842,12 @@ fn a_hidden_file_or_a_symlinked_input_of_the_package_reruns_a_script_that_declar
     let step = pair.step(&[], &[FLAG]);
     assert_eq!(step.kache_ran.1, 1, ".env");
     assert!(program_output(&pair.kache, "debug").contains("API=two"));
+    // A file in a hidden folder of the package, likewise.
+    pair.write("undeclared/.config/api.txt", "URL=two");
+    pair.clean();
+    let step = pair.step(&[], &[FLAG]);
+    assert_eq!(step.kache_ran.1, 1, ".config/api.txt");
+    assert!(program_output(&pair.kache, "debug").contains("URL=two"));
     // The target of a symlink in the package (a shared proto folder).
     pair.write("shared.proto", "message A { int32 b = 1; }");
     let step = pair.step(&[], &[FLAG]);
@@ -850,39 +860,102 @@ fn a_hidden_file_or_a_symlinked_input_of_the_package_reruns_a_script_that_declar
 
 #[test]
 fn a_script_that_links_a_crate_recording_the_build_is_never_cached() {
+    // A crate named as `built` (which bakes the job count and CI variables
+    // into the program), linked three ways: directly, under an alias, and
+    // through a helper crate (only the script's binary shows that one).
+    let ways = [
+        ("built = { path = \"../built\" }", "built::write();"),
+        (
+            "bi = { package = \"built\", path = \"../built\" }",
+            "bi::write();",
+        ),
+        ("helper = { path = \"../helper\" }", "helper::write();"),
+    ];
+    for (dependency, call) in ways {
+        let pair = Pair::new();
+        for dir in [&pair.kache, &pair.plain] {
+            for krate in ["built", "helper"] {
+                std::fs::create_dir_all(dir.join(krate).join("src")).expect("mkdir");
+            }
+        }
+        let manifest = |name: &str, deps: &str| {
+            format!(
+                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\n{deps}\n"
+            )
+        };
+        pair.write("built/Cargo.toml", &manifest("built", ""));
+        pair.write(
+            "built/src/lib.rs",
+            "pub fn write() {\n    std::hint::black_box(7);\n}\n",
+        );
+        pair.write(
+            "helper/Cargo.toml",
+            &manifest("helper", "built = { path = \"../built\" }"),
+        );
+        pair.write(
+            "helper/src/lib.rs",
+            "pub fn write() {\n    built::write();\n}\n",
+        );
+        pair.edit(
+            "undeclared/Cargo.toml",
+            "publish = false",
+            &format!("publish = false\n\n[build-dependencies]\n{dependency}"),
+        );
+        pair.edit(
+            "Cargo.toml",
+            "\"undeclared\"]",
+            "\"undeclared\", \"built\", \"helper\"]",
+        );
+        pair.write(
+            "undeclared/build.rs",
+            &undeclared_script(&["notes.txt"], call),
+        );
+        let first = pair.step(&[], &[FLAG]);
+        assert_eq!(first.kache_ran.1, 1, "{dependency}");
+        assert!(
+            reason_of(&first.run, UNDECLARED_RUN)
+                .contains("records the repository or the build (built)"),
+            "{dependency}: {:?}",
+            first.run.outcomes()
+        );
+        pair.clean();
+        let step = pair.step(&[], &[FLAG]);
+        assert_eq!(
+            step.kache_ran,
+            (0, 1),
+            "{dependency}: bs-app replayed, bs-undeclared executed"
+        );
+    }
+}
+
+#[test]
+fn a_variable_cargo_configuration_sets_reruns_the_script_after_a_clean() {
     let pair = Pair::new();
-    // A build-dependency named as the `built` crate (which bakes the job
-    // count and CI variables into the program).
-    std::fs::create_dir_all(pair.kache.join("built/src")).expect("mkdir");
-    std::fs::create_dir_all(pair.plain.join("built/src")).expect("mkdir");
+    for dir in [&pair.kache, &pair.plain] {
+        std::fs::create_dir_all(dir.join(".cargo")).expect("mkdir");
+    }
+    pair.write(".cargo/config.toml", "[env]\nGREETING = \"a\"\n");
+    // Read without declaring it: cargo reruns nothing when it changes,
+    // but `cargo clean` does.
     pair.write(
-        "built/Cargo.toml",
-        "[package]\nname = \"built\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n",
-    );
-    pair.write("built/src/lib.rs", "pub fn write() {}\n");
-    pair.edit(
-        "undeclared/Cargo.toml",
-        "publish = false",
-        "publish = false\n\n[build-dependencies]\nbuilt = { path = \"../built\" }",
-    );
-    pair.edit(
-        "Cargo.toml",
-        "\"undeclared\"]",
-        "\"undeclared\", \"built\"]",
+        "undeclared/build.rs",
+        &undeclared_script(
+            &["notes.txt"],
+            r#"std::fs::write(Path::new(&out).join("notes.rs"), format!("pub const NOTES: &str = {:?};\n", std::env::var("GREETING").unwrap_or_default())).unwrap();"#,
+        ),
     );
     let first = pair.step(&[], &[FLAG]);
     assert_eq!(first.kache_ran.1, 1);
-    assert!(
-        reason_of(&first.run, UNDECLARED_RUN)
-            .contains("records the repository or the build (built)"),
-        "{:?}",
-        first.run.outcomes()
-    );
+    assert!(program_output(&pair.kache, "debug").contains("notes=a"));
+    pair.write(".cargo/config.toml", "[env]\nGREETING = \"b\"\n");
     pair.clean();
     let step = pair.step(&[], &[FLAG]);
-    assert_eq!(
-        step.kache_ran,
-        (0, 1),
-        "bs-app replayed, bs-undeclared executed"
-    );
+    assert_eq!(step.kache_ran.1, 1, "executed, not replayed");
+    assert!(program_output(&pair.kache, "debug").contains("notes=b"));
+    // Back: the first run is replayed.
+    pair.write(".cargo/config.toml", "[env]\nGREETING = \"a\"\n");
+    pair.clean();
+    let step = pair.step(&[], &[FLAG]);
+    assert_eq!(step.kache_ran.1, 0, "replayed");
+    assert!(program_output(&pair.kache, "debug").contains("notes=a"));
 }

@@ -145,16 +145,36 @@ pub(super) fn describe(
     Ok(out)
 }
 
+/// Entries a package walk skips wherever they are: version control's own
+/// state, and the virtual environments, caches and editor folders tools
+/// keep in a project (too large to key on every compile, and nothing a
+/// build script is meant to read; a script that does is the documented
+/// risk of an undeclared input).
+const NOT_PACKAGE_FILES: &[&str] = &[
+    ".git",
+    ".hg",
+    ".svn",
+    ".jj",
+    ".venv",
+    ".direnv",
+    ".tox",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".idea",
+    ".vscode",
+];
+
 /// Most entries a package walk reads before giving up (the compile then
 /// passes through: a tree that large cannot be keyed on every call).
 const PACKAGE_ENTRIES: usize = 20_000;
 
 /// Which files of a tree are keyed: a declared folder is read whole; a
 /// package as cargo's default build-script rule watches it, every file
-/// but `target/` at its root, `.git` and hidden folders (`.venv`,
-/// `.direnv`, editor state), at most [`PACKAGE_ENTRIES`] of them. Hidden
-/// *files* count (a tracked `.env` a script reads): cargo's package list
-/// holds them. In both, a symlink is followed, as cargo follows it when it
+/// but `target/` at its root and [`NOT_PACKAGE_FILES`], at most
+/// [`PACKAGE_ENTRIES`] of them. Hidden files and folders count (a tracked
+/// `.env` or `.config/api.txt` a script reads): cargo's package list holds
+/// them. In both, a symlink is followed, as cargo follows it when it
 /// checks a file's mtime (a `proto/api.proto` linked to a shared folder
 /// changes with its target); a link to a folder inside the tree itself is
 /// keyed by its target only, its files being keyed where they are (and a
@@ -315,10 +335,7 @@ fn walk(
         let path = entry.path();
         if tree.scope == Scope::Package {
             let text_name = file_name.to_string_lossy();
-            let hidden_dir = text_name.starts_with('.')
-                && (kind.is_dir() || (kind.is_symlink() && path.is_dir()));
-            if text_name == ".git"
-                || hidden_dir
+            if NOT_PACKAGE_FILES.contains(&text_name.as_ref())
                 || (rel.as_os_str().is_empty() && text_name == "target")
             {
                 continue;

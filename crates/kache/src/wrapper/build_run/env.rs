@@ -1,5 +1,7 @@
 //! What of the environment cargo hands a build script is keyed.
 
+use std::path::{Path, PathBuf};
+
 /// What cargo passes a build script that can change what it produces, by
 /// name, sorted: every `CARGO_*` variable (features, `CARGO_CFG_*`,
 /// `CARGO_ENCODED_RUSTFLAGS`, the package's metadata and paths) but the
@@ -63,9 +65,70 @@ pub(super) fn compiler_var(name: &str, target: &str) -> Option<String> {
     .find_map(|var| std::env::var(var).ok().filter(|v| !v.trim().is_empty()))
 }
 
+/// The variables the `[env]` tables of cargo's configuration set, by name:
+/// cargo hands them to every build script, and a script may read one
+/// without declaring it (cargo then reruns nothing, but `cargo clean`
+/// does, and a replay must not be staler than that). Read from
+/// `.cargo/config.toml` (and `.cargo/config`) in each of `starts` and every
+/// folder above them (the package, and `OUT_DIR`, which lies in the
+/// workspace's target directory when the package is a registry one), and
+/// from `$CARGO_HOME`. A file that cannot be read or parsed adds nothing:
+/// cargo would have refused it. `--config` on cargo's command line is not
+/// seen (a documented risk).
+pub(super) fn cargo_config_env_names(starts: &[&Path]) -> Vec<String> {
+    let mut files: Vec<PathBuf> = starts
+        .iter()
+        .flat_map(|start| start.ancestors())
+        .flat_map(|dir| ["config.toml", "config"].map(|name| dir.join(".cargo").join(name)))
+        .collect();
+    files.sort();
+    files.dedup();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+    if let Some(home) = cargo_home {
+        files.extend(["config.toml", "config"].map(|name| home.join(name)));
+    }
+    let mut names: Vec<String> = files
+        .iter()
+        .filter_map(|file| std::fs::read_to_string(file).ok())
+        .filter_map(|text| text.parse::<toml::Table>().ok())
+        .filter_map(|table| match table.get("env") {
+            Some(toml::Value::Table(env)) => Some(env.keys().cloned().collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_env_tables_of_cargo_configuration_above_the_package_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let package = dir.path().join("ws/app");
+        std::fs::create_dir_all(package.join(".cargo")).unwrap();
+        std::fs::create_dir_all(dir.path().join("ws/.cargo")).unwrap();
+        std::fs::write(
+            package.join(".cargo/config.toml"),
+            "[env]\nGREETING = \"a\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("ws/.cargo/config.toml"),
+            "[env]\nAPI = { value = \"x\", force = true }\n[build]\njobs = 2\n",
+        )
+        .unwrap();
+        let names = cargo_config_env_names(&[&package]);
+        assert!(names.contains(&"GREETING".to_string()), "{names:?}");
+        assert!(names.contains(&"API".to_string()), "{names:?}");
+        assert!(!names.contains(&"jobs".to_string()));
+    }
 
     #[test]
     fn a_run_is_keyed_by_what_cargo_passes_but_not_the_jobserver() {

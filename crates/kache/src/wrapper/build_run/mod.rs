@@ -95,15 +95,56 @@ const RECORDS_THE_BUILD: &[&str] = &[
     "git_testament",
 ];
 
-/// Why a script whose build-dependencies are `externs` must run every
-/// time, if one of them records the build (see [`RECORDS_THE_BUILD`]).
-fn records_the_build(externs: &[Extern]) -> Option<String> {
-    externs.iter().find_map(|e| {
-        let name = e.name.rsplit(':').next().unwrap_or(&e.name);
-        (RECORDS_THE_BUILD.contains(&name) || name.starts_with("vergen")).then(|| {
-            format!("build script records the repository or the build ({name}): not cached")
-        })
-    })
+/// Whether `name` (underscores) is one of [`RECORDS_THE_BUILD`], or a
+/// `vergen*` or `gix*` crate.
+fn is_recorder(name: &str) -> bool {
+    RECORDS_THE_BUILD.contains(&name) || name.starts_with("vergen") || name.starts_with("gix_")
+}
+
+/// Why a script must run every time, if it links a crate that records the
+/// build (see [`RECORDS_THE_BUILD`]): a direct build-dependency under its
+/// own name or an alias (`bi = { package = "built" }`: the rlib's file
+/// name says `libbuilt-<hash>.rlib`), or one linked through a helper crate,
+/// which only the script's binary `executables` still show: a recorder's
+/// functions keep its crate name in their symbols (`_ZN5built…`) and its
+/// panic locations its registry path (`…/built-0.8.1/src/…`).
+fn records_the_build(externs: &[Extern], executables: &[PathBuf]) -> Option<String> {
+    let reason = |name: &str| {
+        format!("build script records the repository or the build ({name}): not cached")
+    };
+    for e in externs {
+        let alias = e.name.rsplit(':').next().unwrap_or(&e.name);
+        let real = e
+            .path
+            .as_deref()
+            .and_then(|p| Path::new(p).file_stem())
+            .and_then(|stem| stem.to_str())
+            .and_then(|stem| stem.strip_prefix("lib"))
+            .map(|stem| stem.rsplit_once('-').map_or(stem, |(name, _)| name));
+        for name in [Some(alias), real].into_iter().flatten() {
+            if is_recorder(name) {
+                return Some(reason(name));
+            }
+        }
+    }
+    for path in executables {
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
+        for name in RECORDS_THE_BUILD.iter().copied().chain(["vergen", "gix"]) {
+            let symbol = format!("_ZN{}{name}", name.len());
+            let registry = format!("/{}-", name.replace('_', "-"));
+            let in_registry = memchr::memmem::find_iter(&bytes, registry.as_bytes()).any(|at| {
+                bytes
+                    .get(at + registry.len())
+                    .is_some_and(u8::is_ascii_digit)
+            });
+            if in_registry || memchr::memmem::find(&bytes, symbol.as_bytes()).is_some() {
+                return Some(reason(name));
+            }
+        }
+    }
+    None
 }
 
 /// After the wrapper wrote (compiled or restored) a build script's
@@ -130,7 +171,12 @@ pub fn install_launchers(
     if !config.cache_build_scripts || !crate_name.starts_with("build_script_") || !in_build_dir {
         return;
     }
-    if let Some(reason) = records_the_build(&invocation.externs) {
+    let executables: Vec<PathBuf> = outputs
+        .iter()
+        .filter(|o| o.kind == OutputKind::LinkedExecutable)
+        .map(|o| out_dir.join(&o.name))
+        .collect();
+    if let Some(reason) = records_the_build(&invocation.externs, &executables) {
         let package = std::env::var("CARGO_PKG_NAME").unwrap_or_else(|_| "build-script".into());
         let unit = format!("{package}:{RUN_KIND}");
         super::outcome::record_passthrough_of(config, &unit, Instant::now(), &reason);

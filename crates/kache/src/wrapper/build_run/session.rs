@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use super::super::context::Roots;
 use super::super::outcome::{Unit, report};
 use super::super::{declared, linked, lock, lookup, toolchain};
-use super::env::{compiler_var, keyed_env};
+use super::env::{cargo_config_env_names, compiler_var, keyed_env};
 use super::out_dir::{break_links, confined, walk_out_dir};
 use super::process::{Ran, tee_run};
 use super::{DECLARED, MANIFEST, RUN_KIND, exec, exec_unshared, recorded_form};
@@ -184,6 +184,15 @@ impl<'a> RunSession<'a> {
         builder.add("package", self.package_before.clone());
         for (name, value) in keyed_env() {
             builder.add("env", format!("{name}={}", normalize(&value)));
+        }
+        // What cargo's configuration sets in `[env]`, by digest (a value
+        // may be a secret), or unset.
+        for name in cargo_config_env_names(&[&self.package, &self.out_dir]) {
+            let value = match std::env::var(&name) {
+                Ok(value) => lookup::env_digest(&name, &normalize(&value)),
+                Err(_) => "unset".to_string(),
+            };
+            builder.add("config_env", format!("{name}={value}"));
         }
         if let Some(rustc) = std::env::var_os("RUSTC") {
             builder.add(
