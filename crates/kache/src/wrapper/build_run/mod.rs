@@ -101,18 +101,16 @@ fn is_recorder(name: &str) -> bool {
     RECORDS_THE_BUILD.contains(&name) || name.starts_with("vergen") || name.starts_with("gix_")
 }
 
-/// Why a script must run every time, if it links a crate that records the
-/// build (see [`RECORDS_THE_BUILD`]): a direct build-dependency under its
-/// own name or an alias (`bi = { package = "built" }`: the rlib's file
-/// name says `libbuilt-<hash>.rlib`), or one linked through a helper crate,
-/// which only the script's binary `executables` still show: a recorder's
-/// functions keep its crate name in their symbols (`_ZN5built…`) and its
-/// panic locations its registry path (`…/built-0.8.1/src/…`).
-fn records_the_build(externs: &[Extern], executables: &[PathBuf]) -> Option<String> {
-    let reason = |name: &str| {
-        format!("build script records the repository or the build ({name}): not cached")
-    };
-    for e in externs {
+/// The message of a run that is never cached because it links `name`.
+fn records_reason(name: &str) -> String {
+    format!("build script records the repository or the build ({name}): not cached")
+}
+
+/// The recorder (see [`RECORDS_THE_BUILD`]) among a script's direct
+/// build-dependencies, under its own name or an alias (`bi = { package =
+/// "built" }`: the rlib's file name says `libbuilt-<hash>.rlib`).
+fn recorder_among(externs: &[Extern]) -> Option<&str> {
+    externs.iter().find_map(|e| {
         let alias = e.name.rsplit(':').next().unwrap_or(&e.name);
         let real = e
             .path
@@ -121,27 +119,45 @@ fn records_the_build(externs: &[Extern], executables: &[PathBuf]) -> Option<Stri
             .and_then(|stem| stem.to_str())
             .and_then(|stem| stem.strip_prefix("lib"))
             .map(|stem| stem.rsplit_once('-').map_or(stem, |(name, _)| name));
-        for name in [Some(alias), real].into_iter().flatten() {
-            if is_recorder(name) {
-                return Some(reason(name));
-            }
+        [Some(alias), real]
+            .into_iter()
+            .flatten()
+            .find(|name| is_recorder(name))
+    })
+}
+
+/// The recorder a script's binary links through a helper crate, which only
+/// the binary still shows: a recorder's functions keep its crate name in
+/// their symbols (`_ZN5built…`), its panic locations its registry path
+/// (`…/index.crates.io-<h>/built-0.8.1/src/…`). Two passes over the bytes,
+/// one per marker, whatever the number of names.
+fn recorder_linked(binary: &[u8]) -> Option<String> {
+    let names = || RECORDS_THE_BUILD.iter().copied().chain(["vergen", "gix"]);
+    for at in memchr::memmem::find_iter(binary, b"_ZN") {
+        let rest = &binary[at + 3..];
+        if let Some(name) = names().find(|name| {
+            let len = name.len().to_string();
+            rest.starts_with(len.as_bytes()) && rest[len.len()..].starts_with(name.as_bytes())
+        }) {
+            return Some(name.to_string());
         }
     }
-    for path in executables {
-        let Ok(bytes) = std::fs::read(path) else {
+    const REGISTRY: &[u8] = b".crates.io-";
+    for at in memchr::memmem::find_iter(binary, REGISTRY) {
+        let rest = &binary[at + REGISTRY.len()..];
+        let Some(slash) = rest.iter().take(64).position(|&b| b == b'/') else {
             continue;
         };
-        for name in RECORDS_THE_BUILD.iter().copied().chain(["vergen", "gix"]) {
-            let symbol = format!("_ZN{}{name}", name.len());
-            let registry = format!("/{}-", name.replace('_', "-"));
-            let in_registry = memchr::memmem::find_iter(&bytes, registry.as_bytes()).any(|at| {
-                bytes
-                    .get(at + registry.len())
+        let component = &rest[slash + 1..];
+        if let Some(name) = names().find(|name| {
+            let dashed = name.replace('_', "-");
+            component.starts_with(dashed.as_bytes())
+                && component.get(dashed.len()) == Some(&b'-')
+                && component
+                    .get(dashed.len() + 1)
                     .is_some_and(u8::is_ascii_digit)
-            });
-            if in_registry || memchr::memmem::find(&bytes, symbol.as_bytes()).is_some() {
-                return Some(reason(name));
-            }
+        }) {
+            return Some(name.to_string());
         }
     }
     None
@@ -171,42 +187,52 @@ pub fn install_launchers(
     if !config.cache_build_scripts || !crate_name.starts_with("build_script_") || !in_build_dir {
         return;
     }
-    let executables: Vec<PathBuf> = outputs
-        .iter()
-        .filter(|o| o.kind == OutputKind::LinkedExecutable)
-        .map(|o| out_dir.join(&o.name))
-        .collect();
-    if let Some(reason) = records_the_build(&invocation.externs, &executables) {
+    let never_cached = |reason: String| {
         let package = std::env::var("CARGO_PKG_NAME").unwrap_or_else(|_| "build-script".into());
         let unit = format!("{package}:{RUN_KIND}");
         super::outcome::record_passthrough_of(config, &unit, Instant::now(), &reason);
-        return;
+    };
+    if let Some(name) = recorder_among(&invocation.externs) {
+        return never_cached(records_reason(name));
     }
     for output in outputs
         .iter()
         .filter(|o| o.kind == OutputKind::LinkedExecutable)
     {
         let path = out_dir.join(&output.name);
-        if let Err(err) = install_launcher(&path) {
+        // Read once: scanned for a recorder, then hashed for the launcher.
+        let binary = match std::fs::read(&path) {
+            Ok(binary) => binary,
+            Err(err) => {
+                warn!(path = %path.display(), "build-script launcher not installed: {err:#}");
+                continue;
+            }
+        };
+        if let Some(name) = recorder_linked(&binary) {
+            return never_cached(records_reason(&name));
+        }
+        let hash = blake3::hash(&binary).to_hex().to_string();
+        if let Err(err) = install_launcher(&path, &hash) {
             warn!(path = %path.display(), "build-script launcher not installed: {err:#}");
         }
     }
 }
 
-fn install_launcher(path: &Path) -> Result<()> {
+/// Moves the real script at `path` (whose content hashes to `hash`) aside
+/// and writes the launcher in its place.
+fn install_launcher(path: &Path, hash: &str) -> Result<()> {
     let real = real_path(path);
     let kache = std::env::current_exe().context("finding the kache binary")?;
     // Rename keeps the inode: a real binary restored as a link to its blob
     // stays one, and nothing is written through it.
     std::fs::rename(path, &real).with_context(|| format!("moving {} aside", path.display()))?;
     let written = (|| -> Result<()> {
-        let hash = hash_file(&real)?;
         let name = real
             .file_name()
             .context("the script has no file name")?
             .to_string_lossy()
             .to_string();
-        let text = launcher_text(&kache, &real, &name, &hash);
+        let text = launcher_text(&kache, &real, &name, hash);
         let temp = path.with_file_name(format!("{name}.kache-tmp"));
         std::fs::write(&temp, text)?;
         std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o755))?;
