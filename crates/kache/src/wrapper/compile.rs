@@ -97,21 +97,8 @@ pub fn run_teed(rustc: &Path, args: &[String], display: &[(String, String)]) -> 
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", rustc.display()))?;
-    let mut stdout_pipe = child.stdout.take().expect("stdout is piped");
-    let stdout_thread = std::thread::spawn(move || {
-        let mut buffer = Vec::new();
-        let mut chunk = [0u8; 8192];
-        let mut out = std::io::stdout();
-        while let Ok(n) = stdout_pipe.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            let _ = out.write_all(&chunk[..n]);
-            let _ = out.flush();
-            buffer.extend_from_slice(&chunk[..n]);
-        }
-        buffer
-    });
+    let stdout_pipe = child.stdout.take().expect("stdout is piped");
+    let stdout_thread = std::thread::spawn(move || tee(stdout_pipe, std::io::stdout()));
     let mut stderr = Vec::new();
     let mut held = Vec::new();
     let mut reader = BufReader::new(child.stderr.take().expect("stderr is piped"));
@@ -173,6 +160,26 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
     status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// Copies `from` to `to` as it comes (flushing each chunk, so cargo sees
+/// a line the moment it is written) and returns everything copied.
+pub(super) fn tee(mut from: impl Read, mut to: impl Write) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                let _ = to.write_all(&buf[..n]);
+                let _ = to.flush();
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    kept
 }
 
 #[cfg(test)]

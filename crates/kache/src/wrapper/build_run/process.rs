@@ -1,12 +1,13 @@
 //! Running the real script with its output teed.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+
+use super::super::compile::tee;
 
 /// A finished run of the real script.
 pub(super) struct Ran {
@@ -41,22 +42,4 @@ pub(super) fn tee_run(real: &Path, args: &[OsString]) -> Result<Ran> {
         stderr,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
-}
-
-pub(super) fn tee(mut from: impl Read, mut to: impl Write) -> Vec<u8> {
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                kept.extend_from_slice(&buf[..n]);
-                let _ = to.write_all(&buf[..n]);
-                let _ = to.flush();
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-    kept
 }
